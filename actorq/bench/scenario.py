@@ -1,0 +1,317 @@
+"""`actorq bench --scenario NAME`: fp32 vs int8 training runs over seeds, then the report.
+
+A scenario is a YAML file shipped in ``actorq/scenarios/`` (or any path):
+
+    description: one line
+    precisions: [fp32, int8]       # default precisions to compare
+    train: {env: ..., algo: ..., actors: ..., target_return: ..., ...}   # actorq train flags
+    config: {learner: {dqn: {hidden_sizes: [...]}}, ...}               # overlay on the default
+
+Runs are interleaved (seed 0 fp32, seed 0 int8, seed 1 fp32, ...) so that
+drift in the machine's speed (other load, thermal state) hits every precision
+alike. Each run is a separate ``actorq train`` process writing
+OUT/runs/PRECISION-sSEED/; at the end ``actorq report OUT`` writes the report.
+A new algorithm (D4PG) needs only a new scenario file naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from actorq.carbon import DEFAULT_COUNTRY, check_country
+from actorq.config import ConfigError
+
+PRECISIONS = ("fp32", "int8")
+# `actorq train` flags a scenario may set; precision, seed and out are set per run.
+TRAIN_KEYS = (
+    "env",
+    "algo",
+    "actors",
+    "max_env_steps",
+    "max_seconds",
+    "target_return",
+    "eval_episodes",
+    "replay_store",
+)
+SCENARIO_KEYS = ("description", "precisions", "train", "config")
+
+
+@dataclass
+class Scenario:
+    """One named benchmark: what to train, with which budgets, at which precisions."""
+
+    name: str
+    description: str
+    train: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    precisions: list[str] = field(default_factory=lambda: list(PRECISIONS))
+    source: str = ""
+
+
+@dataclass
+class RunSpec:
+    """One training run of the bench."""
+
+    precision: str
+    seed: int
+    out: Path
+
+
+def _scenario_dir() -> Any:
+    return resources.files("actorq").joinpath("scenarios")
+
+
+def scenario_names() -> list[str]:
+    """Names of the scenarios shipped with actorq."""
+    return sorted(
+        p.name.removesuffix(".yaml") for p in _scenario_dir().iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def _check_precisions(precisions: list[str], where: str) -> list[str]:
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown or not precisions:
+        raise ConfigError(
+            f"{where}: precisions {precisions} must be a non-empty subset of {list(PRECISIONS)}"
+        )
+    if len(set(precisions)) != len(precisions):
+        raise ConfigError(f"{where}: precisions {precisions} list one twice")
+    return precisions
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """A shipped scenario by name, or a scenario YAML file by path; ConfigError if unusable."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        text, name, source = path.read_text(), path.stem, str(path)
+    else:
+        entry = _scenario_dir().joinpath(f"{name_or_path}.yaml")
+        if not entry.is_file():
+            raise ConfigError(
+                f"no scenario {name_or_path!r}; shipped scenarios: {', '.join(scenario_names())} "
+                "(or give a path to a .yaml file)"
+            )
+        text, name, source = (
+            entry.read_text(),
+            name_or_path,
+            f"actorq/scenarios/{name_or_path}.yaml",
+        )
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"scenario {source}: expected a mapping at top level")
+    unknown = sorted(set(data) - set(SCENARIO_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"scenario {source}: unknown keys {unknown}; allowed: {list(SCENARIO_KEYS)}"
+        )
+    train = data.get("train") or {}
+    if not isinstance(train, dict) or "env" not in train:
+        raise ConfigError(f"scenario {source}: 'train' must be a mapping that names at least env")
+    bad = sorted(set(train) - set(TRAIN_KEYS))
+    if bad:
+        raise ConfigError(
+            f"scenario {source}: train keys {bad} are not actorq train flags; allowed: "
+            f"{list(TRAIN_KEYS)} (precision, seed and out are set per run)"
+        )
+    config = data.get("config") or {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"scenario {source}: 'config' must be a mapping (a config overlay)")
+    precisions = list(data.get("precisions") or PRECISIONS)
+    return Scenario(
+        name=name,
+        description=str(data.get("description", "")),
+        train=dict(train),
+        config=dict(config),
+        precisions=_check_precisions(precisions, f"scenario {source}"),
+        source=source,
+    )
+
+
+def plan(precisions: list[str], seeds: int, out: Path, first_seed: int = 0) -> list[RunSpec]:
+    """Runs in interleaved order: every precision of a seed before the next seed."""
+    return [
+        RunSpec(p, s, out / "runs" / f"{p}-s{s}")
+        for s in range(first_seed, first_seed + seeds)
+        for p in precisions
+    ]
+
+
+def train_command(
+    scenario: Scenario,
+    run: RunSpec,
+    config_path: Path | None,
+    carbon_country: str,
+    quiet: bool,
+) -> list[str]:
+    """The `actorq train` command line of one run."""
+    cmd = [sys.executable, "-m", "actorq.cli", "train"]
+    for key, value in scenario.train.items():
+        if value is None:
+            continue
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    cmd += ["--precision", run.precision, "--seed", str(run.seed), "--out", str(run.out)]
+    cmd += ["--carbon-country", carbon_country]
+    if config_path is not None:
+        cmd += ["--config", str(config_path)]
+    if quiet:
+        cmd.append("--quiet")
+    return cmd
+
+
+def _clock(seconds: float) -> str:
+    s = max(0, int(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def run_bench(
+    scenario: Scenario,
+    seeds: int,
+    precisions: list[str],
+    out: Path,
+    first_seed: int = 0,
+    carbon_country: str = DEFAULT_COUNTRY,
+    quiet: bool = False,
+) -> list[dict[str, Any]]:
+    """Run every (seed, precision) in interleaved order; returns one record per run.
+
+    Writes OUT/bench.json (updated after each run), OUT/config.yaml (the
+    scenario's overlay) and OUT/runs/PRECISION-sSEED/.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    config_path: Path | None = None
+    if scenario.config:
+        config_path = out / "config.yaml"
+        config_path.write_text(yaml.safe_dump(scenario.config, sort_keys=False))
+    runs = plan(precisions, seeds, out, first_seed)
+    records: list[dict[str, Any]] = []
+    bench = {
+        "scenario": asdict(scenario),
+        "seeds": list(range(first_seed, first_seed + seeds)),
+        "precisions": precisions,
+        "carbon_country": carbon_country,
+        "command": " ".join(["actorq", "bench", *sys.argv[2:]])
+        if sys.argv[1:2] == ["bench"]
+        else "",
+        "started_unix": time.time(),
+        "runs": records,
+    }
+    started = time.monotonic()
+    for i, run in enumerate(runs):
+        eta = ""
+        if records:
+            per_run = (time.monotonic() - started) / len(records)
+            eta = f", bench ETA {_clock(per_run * (len(runs) - i))}"
+        print(
+            f"\n[bench {i + 1}/{len(runs)}] {scenario.name}: {run.precision} seed {run.seed}"
+            f" (elapsed {_clock(time.monotonic() - started)}{eta})",
+            file=sys.stderr,
+            flush=True,
+        )
+        cmd = train_command(scenario, run, config_path, carbon_country, quiet)
+        t0 = time.monotonic()
+        code = subprocess.call(cmd)
+        records.append(
+            {
+                "precision": run.precision,
+                "seed": run.seed,
+                "dir": str(run.out.relative_to(out)),
+                "returncode": code,
+                "duration_s": round(time.monotonic() - t0, 3),
+                "command": cmd[3:],
+            }
+        )
+        (out / "bench.json").write_text(json.dumps(bench, indent=2))
+    return records
+
+
+def main(argv: list[str]) -> int:
+    """`actorq bench --scenario NAME --seeds K [--precisions fp32,int8] [--out DIR]`."""
+    p = argparse.ArgumentParser(
+        prog="actorq bench",
+        description="Train a scenario at several precisions and seeds (interleaved), then "
+        "write the report. Also: `actorq bench actor` (inference micro-benchmark).",
+    )
+    p.add_argument("--scenario", help="shipped scenario name or path to a scenario .yaml")
+    p.add_argument("--seeds", type=int, default=2, help="seeds per precision (0, 1, ...)")
+    p.add_argument("--first-seed", type=int, default=0, help="first seed")
+    p.add_argument(
+        "--precisions", default=None, help="comma-separated (default: the scenario's, fp32,int8)"
+    )
+    p.add_argument("--out", default="", help="bench directory (default runs/bench-NAME-TIME)")
+    p.add_argument(
+        "--carbon-country",
+        default=DEFAULT_COUNTRY,
+        help=f"ISO alpha-3 grid code for CO2 (default {DEFAULT_COUNTRY})",
+    )
+    p.add_argument(
+        "--actor-bench",
+        action="store_true",
+        help="also run `actorq bench actor` into OUT/bench-actor.json (for the report's table)",
+    )
+    p.add_argument("--list", action="store_true", help="list the shipped scenarios and exit")
+    p.add_argument("--quiet", action="store_true", help="no per-run progress line")
+    args = p.parse_args(argv)
+    if args.list:
+        for name in scenario_names():
+            print(f"{name:<24} {load_scenario(name).description}")
+        return 0
+    if not args.scenario:
+        p.error(f"--scenario is required; shipped: {', '.join(scenario_names())}")
+    try:
+        scenario = load_scenario(args.scenario)
+        precisions = (
+            _check_precisions(args.precisions.split(","), "--precisions")
+            if args.precisions
+            else scenario.precisions
+        )
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds {args.seeds}: need at least one seed")
+        country = check_country(args.carbon_country)
+    except ConfigError as err:
+        print(f"actorq bench: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out or f"runs/bench-{scenario.name}-{int(time.time())}")
+    print(
+        f"actorq bench: scenario {scenario.name} ({scenario.description}); precisions "
+        f"{', '.join(precisions)}; seeds {args.first_seed}..{args.first_seed + args.seeds - 1}; "
+        f"{len(precisions) * args.seeds} runs into {out}",
+        file=sys.stderr,
+    )
+    try:
+        if args.actor_bench:
+            from actorq.bench.actor import main as actor_bench
+
+            actor_bench(["--out", str(out / "bench-actor.json")])
+        records = run_bench(
+            scenario,
+            args.seeds,
+            precisions,
+            out,
+            args.first_seed,
+            country,
+            args.quiet,
+        )
+    except KeyboardInterrupt:
+        print(f"\nactorq bench: interrupted; finished runs are in {out}/runs", file=sys.stderr)
+        return 130
+    from actorq import report
+
+    code = report.main([str(out), "--out", str(out)])
+    failed = [r for r in records if r["returncode"] != 0]
+    if failed:
+        print(
+            f"actorq bench: {len(failed)} run(s) did not end at the target or a budget: "
+            + ", ".join(f"{r['precision']} seed {r['seed']} ({r['dir']})" for r in failed),
+            file=sys.stderr,
+        )
+    return code or (1 if failed else 0)

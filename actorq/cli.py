@@ -1,0 +1,68 @@
+"""The ``actorq`` command line: ``actorq train ...`` and ``actorq serve SERVICE ...``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from actorq import carbon, procs
+
+SERVICES = ("replay", "quantizer", "learner", "actor")
+BENCHES = ("actor", "replay")
+
+
+def serve(service: str, argv: Sequence[str]) -> int:
+    """Run one service in this process until SIGTERM/SIGINT.
+
+    When the launcher set ACTORQ_CARBON_DIR, codecarbon tracks the process
+    from before the service is imported to its end: imports and set-up count
+    (the learner trains before it serves), and a short run's busiest seconds
+    are not lost to the tracker's own second of set-up.
+    """
+    procs.die_with_parent_from_env()
+    tracker = carbon.start_from_env()
+    try:
+        module = importlib.import_module(f"services.{service}.server")
+        module.main(list(argv))
+    finally:
+        if tracker is not None:
+            tracker.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="actorq", description=__doc__)
+    parser.add_argument(
+        "command", choices=["train", "serve", "bench", "report"], help="what to run"
+    )
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "serve":
+        if not rest or rest[0] not in SERVICES:
+            parser.error(f"actorq serve needs one of {', '.join(SERVICES)}")
+        return serve(rest[0], rest[1:])
+    if command == "train":
+        import actorq.launcher as launcher
+
+        return launcher.main(rest)
+    if command == "bench":
+        # `actorq bench actor|replay ...` or `actorq bench --scenario NAME ...`.
+        if rest and rest[0] in BENCHES:
+            module = importlib.import_module(f"actorq.bench.{rest[0]}")
+            return int(module.main(rest[1:]) or 0)
+        module = importlib.import_module("actorq.bench.scenario")
+        return int(module.main(rest) or 0)
+    if command == "report":
+        module = importlib.import_module("actorq.report")
+        return int(module.main(rest) or 0)
+    parser.error(f"unknown command {command!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Thin typed clients for the ActorQ services, written once for every caller.
+
+Each wraps a generated stub and speaks numpy on the caller's side; none holds
+global state: pass it a channel (``actorq.rpc.channel(address)``).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from actorq import tensor
+from actorq.rpc import PART_BYTES
+from actorq.v1 import (
+    actor_pb2,
+    actor_pb2_grpc,
+    common_pb2,
+    learner_pb2,
+    learner_pb2_grpc,
+    quantizer_pb2,
+    quantizer_pb2_grpc,
+    replay_pb2,
+    replay_pb2_grpc,
+)
+
+TRANSITION_FIELDS = ("obs", "action", "reward", "discount", "next_obs")
+
+
+@dataclass
+class Transitions:
+    """A columnar batch of n-step transitions (leading dimension = count)."""
+
+    obs: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    discount: np.ndarray
+    next_obs: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.obs.shape[0])
+
+    def to_proto(self, actor_id: str = "", policy_version: int = 0) -> replay_pb2.TransitionChunk:
+        return replay_pb2.TransitionChunk(
+            **{name: tensor.to_proto(getattr(self, name), name) for name in TRANSITION_FIELDS},
+            actor_id=actor_id,
+            policy_version=policy_version,
+        )
+
+    @classmethod
+    def from_proto(cls, chunk: replay_pb2.TransitionChunk) -> Transitions:
+        """Decode (no validation of cross-field shapes: the replay does that)."""
+        return cls(**{name: tensor.from_proto(getattr(chunk, name)) for name in TRANSITION_FIELDS})
+
+
+@dataclass
+class SampledBatch:
+    transitions: Transitions
+    keys: np.ndarray
+    weights: np.ndarray
+
+
+class SampleStream:
+    """Iterator over sampled batches whose RPC any thread may cancel.
+
+    (A generator cannot be closed while another thread is blocked inside it,
+    so the stream keeps the call object and cancels that.)
+    """
+
+    def __init__(self, call: Iterator[replay_pb2.SampleBatch]) -> None:
+        self._call = call
+
+    def __iter__(self) -> SampleStream:
+        return self
+
+    def __next__(self) -> SampledBatch:
+        msg = next(self._call)
+        return SampledBatch(
+            Transitions.from_proto(msg.transitions),
+            tensor.from_proto(msg.keys),
+            tensor.from_proto(msg.weights),
+        )
+
+    def cancel(self) -> None:
+        """Cancel the RPC; a thread iterating gets grpc.RpcError (CANCELLED)."""
+        self._call.cancel()  # type: ignore[attr-defined]
+
+    close = cancel
+
+
+class ReplayClient:
+    """Insert transition chunks and sample batches from a replay service."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._stub = replay_pb2_grpc.ReplayServiceStub(channel)
+
+    def insert(
+        self,
+        chunks: Sequence[Transitions],
+        actor_id: str = "",
+        policy_version: int = 0,
+        timeout: float | None = None,
+    ) -> replay_pb2.InsertResponse:
+        """Send chunks as one Insert stream; they are committed all-or-nothing."""
+        msgs = [c.to_proto(actor_id, policy_version) for c in chunks]
+        return self._stub.Insert(iter(msgs), timeout=timeout)
+
+    def insert_protos(
+        self, chunks: Sequence[replay_pb2.TransitionChunk], timeout: float | None = None
+    ) -> replay_pb2.InsertResponse:
+        """Send pre-encoded chunks as one Insert stream."""
+        return self._stub.Insert(iter(chunks), timeout=timeout)
+
+    def sample_stream(self, batch_size: int, num_batches: int = 0) -> SampleStream:
+        """Stream sampled batches (0 = until the stream is cancelled)."""
+        call = self._stub.Sample(
+            replay_pb2.SampleRequest(batch_size=batch_size, num_batches=num_batches)
+        )
+        return SampleStream(call)
+
+    def update_priorities(self, keys: np.ndarray, priorities: np.ndarray) -> int:
+        resp = self._stub.UpdatePriorities(
+            replay_pb2.UpdatePrioritiesRequest(
+                keys=tensor.to_proto(keys.astype(np.int64), "keys"),
+                priorities=tensor.to_proto(priorities.astype(np.float32), "priorities"),
+            )
+        )
+        return int(resp.updated)
+
+    def stats(self, timeout: float = 5.0) -> replay_pb2.ReplayStats:
+        return self._stub.GetStats(replay_pb2.ReplayStatsRequest(), timeout=timeout)
+
+
+class PrefetchingSampler:
+    """Keeps up to ``prefetch`` sampled batches ready on a background thread.
+
+    The learner's update step then never waits on the network as long as the
+    replay can keep up. Errors from the stream are re-raised on ``next()``.
+    """
+
+    def __init__(self, client: ReplayClient, batch_size: int, prefetch: int = 4) -> None:
+        self._client = client
+        self._batch_size = batch_size
+        self._queue: queue.Queue[SampledBatch | BaseException] = queue.Queue(maxsize=prefetch)
+        self._stop = threading.Event()
+        self._call: SampleStream | None = None
+        self._thread = threading.Thread(target=self._run, name="replay-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._call = self._client.sample_stream(self._batch_size)
+            if self._stop.is_set():  # closed before the stream existed
+                self._call.cancel()
+                return
+            for batch in self._call:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(batch, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+            if not self._stop.is_set():  # the server ended the stream: say so, don't hang
+                self._queue.put(EOFError("the replay ended the sample stream"))
+        except BaseException as err:  # handed to the consumer, which decides
+            if not self._stop.is_set():
+                self._queue.put(err)
+
+    def next(self, timeout: float | None = None) -> SampledBatch:
+        """The next batch; queue.Empty on timeout; the stream's error if it failed
+        (EOFError if the replay ended it)."""
+        item = self._queue.get(timeout=timeout)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._call is not None:
+            self._call.cancel()
+        self._thread.join(timeout=5.0)
+
+
+@dataclass
+class FetchedModel:
+    artifact: common_pb2.ModelArtifact
+    data: bytes
+    # Seconds from the artifact header's arrival to the last byte: the pull
+    # itself, without the long-poll wait that came before it.
+    transfer_s: float = 0.0
+
+
+class QuantizerClient:
+    """Publish FP32 weights and fetch served ONNX artifacts."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._stub = quantizer_pb2_grpc.QuantizerServiceStub(channel)
+
+    def publish(
+        self,
+        *,
+        policy_version: int,
+        learner_step: int,
+        network: common_pb2.NetworkSpec,
+        weights: Mapping[str, np.ndarray],
+        calibration_obs: np.ndarray | None = None,
+        precisions: Sequence[str] = (),
+        timeout: float | None = 120.0,
+    ) -> quantizer_pb2.PublishResponse:
+        """Stream one weights blob (header, then tensors in PART_BYTES pieces)."""
+
+        def messages() -> Iterator[quantizer_pb2.WeightsUpload]:
+            header = quantizer_pb2.WeightsHeader(
+                policy_version=policy_version,
+                learner_step=learner_step,
+                network=network,
+                precisions=list(precisions),
+            )
+            if calibration_obs is not None:
+                header.calibration_obs.CopyFrom(
+                    tensor.to_proto(calibration_obs.astype(np.float32), "calibration_obs")
+                )
+            yield quantizer_pb2.WeightsUpload(header=header)
+            for name, array in weights.items():
+                for piece, offset in tensor.split_parts(array, name, PART_BYTES):
+                    yield quantizer_pb2.WeightsUpload(
+                        tensor=quantizer_pb2.TensorPart(tensor=piece, offset=offset)
+                    )
+
+        return self._stub.PublishWeights(messages(), timeout=timeout)
+
+    def fetch(
+        self, precision: str, newer_than: int = 0, wait_s: float = 0.0, timeout: float | None = None
+    ) -> FetchedModel | None:
+        """The latest artifact newer than ``newer_than`` or None if none came within wait_s.
+
+        Raises grpc.RpcError (NOT_FOUND when nothing was ever published and
+        wait_s ran out; INVALID_ARGUMENT for an unknown precision).
+        """
+        request = quantizer_pb2.GetModelRequest(
+            precision=precision, newer_than=newer_than, wait_s=wait_s
+        )
+        deadline = timeout if timeout is not None else wait_s + 60.0
+        artifact: common_pb2.ModelArtifact | None = None
+        parts: list[bytes] = []
+        header_at = 0.0
+        for msg in self._stub.GetModel(request, timeout=deadline):
+            which = msg.WhichOneof("part")
+            if which == "not_modified":
+                return None
+            if which == "artifact":
+                artifact = msg.artifact
+                header_at = time.perf_counter()
+            elif which == "data":
+                parts.append(msg.data)
+        if artifact is None:
+            raise RuntimeError(f"quantizer sent no artifact header for precision {precision!r}")
+        data = b"".join(parts)
+        if len(data) != artifact.size_bytes:
+            raise RuntimeError(
+                f"model v{artifact.version}: got {len(data)} bytes, header says {artifact.size_bytes}"
+            )
+        return FetchedModel(artifact, data, time.perf_counter() - header_at)
+
+    def list_models(self, timeout: float = 5.0) -> quantizer_pb2.ListModelsResponse:
+        return self._stub.ListModels(quantizer_pb2.ListModelsRequest(), timeout=timeout)
+
+
+class LearnerClient:
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._stub = learner_pb2_grpc.LearnerServiceStub(channel)
+
+    def status(self, timeout: float = 5.0) -> learner_pb2.LearnerStatus:
+        return self._stub.GetStatus(learner_pb2.LearnerStatusRequest(), timeout=timeout)
+
+
+class ActorClient:
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._stub = actor_pb2_grpc.ActorServiceStub(channel)
+
+    def status(self, timeout: float = 5.0) -> actor_pb2.ActorStatus:
+        return self._stub.GetStatus(actor_pb2.ActorStatusRequest(), timeout=timeout)

@@ -1,0 +1,39 @@
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class LearnerStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LearnerStatus(_message.Message):
+    __slots__ = ("state", "learner_steps", "learner_steps_per_s", "loss", "mean_q", "published_version", "last_publish_ms", "publish_failures", "checkpoint_step", "last_checkpoint_unix", "resumed_from_step", "error", "transitions_sampled")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_STEPS_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_STEPS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_Q_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LAST_PUBLISH_MS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_STEP_FIELD_NUMBER: _ClassVar[int]
+    LAST_CHECKPOINT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FROM_STEP_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TRANSITIONS_SAMPLED_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    learner_steps: int
+    learner_steps_per_s: float
+    loss: float
+    mean_q: float
+    published_version: int
+    last_publish_ms: float
+    publish_failures: int
+    checkpoint_step: int
+    last_checkpoint_unix: float
+    resumed_from_step: int
+    error: str
+    transitions_sampled: int
+    def __init__(self, state: _Optional[str] = ..., learner_steps: _Optional[int] = ..., learner_steps_per_s: _Optional[float] = ..., loss: _Optional[float] = ..., mean_q: _Optional[float] = ..., published_version: _Optional[int] = ..., last_publish_ms: _Optional[float] = ..., publish_failures: _Optional[int] = ..., checkpoint_step: _Optional[int] = ..., last_checkpoint_unix: _Optional[float] = ..., resumed_from_step: _Optional[int] = ..., error: _Optional[str] = ..., transitions_sampled: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,212 @@
+"""The learner's core, without a network: an agent (DQN or D4PG) plus what the
+service keeps around it (recent observations for int8 calibration, counters,
+checkpoints).
+
+``TrainingLoop`` (loop.py) feeds it batches from replay and ships its
+snapshots to the quantizer; tests drive it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from actorq.clients import SampledBatch, Transitions
+from actorq.config import ConfigError, to_dict
+from actorq.v1 import common_pb2
+from services.learner import checkpoint
+from services.learner.config import LearnerConfig
+from services.learner.d4pg import D4PG
+from services.learner.dqn import DQN
+
+CHECKPOINT_FORMAT = 1
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Snapshot:
+    """FP32 weights copied off the online network, ready to publish."""
+
+    learner_step: int
+    weights: dict[str, np.ndarray]
+    # Recent sampled observations (newest first) or None before the first batch.
+    calibration_obs: np.ndarray | None
+
+
+class Agent(Protocol):
+    """What the learner needs of an algorithm (DQN and D4PG both are one)."""
+
+    steps: int
+    obs_dim: int
+
+    def update(self, batch: Transitions, weights: np.ndarray | None = None) -> dict[str, float]: ...
+
+    def policy_weights(self) -> dict[str, np.ndarray]: ...
+
+    def network_spec(self) -> common_pb2.NetworkSpec: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def make_agent(
+    cfg: LearnerConfig,
+    obs_dim: int,
+    num_actions: int = 0,
+    action_bounds: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Agent:
+    """The configured algorithm for these spaces: DQN needs num_actions, D4PG the bounds."""
+    if cfg.algo == "d4pg":
+        if action_bounds is None:
+            raise ConfigError("algo d4pg needs the env's action bounds (a Box action space)")
+        return D4PG(obs_dim, action_bounds[0], action_bounds[1], cfg.d4pg, seed=cfg.seed)
+    return DQN(obs_dim, num_actions, cfg.dqn, seed=cfg.seed)
+
+
+class Learner:
+    """An agent, its recent observations and its checkpoint; resumes from one if present."""
+
+    def __init__(
+        self,
+        cfg: LearnerConfig,
+        obs_dim: int,
+        num_actions: int = 0,
+        action_bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.agent = make_agent(cfg, obs_dim, num_actions, action_bounds)
+        self.loss = 0.0
+        self.mean_q = 0.0
+        self.td_abs = 0.0
+        self.transitions_sampled = 0
+        # Policy version the quantizer last accepted when the checkpoint was written.
+        self.resumed_version = 0
+        self.resumed_from_step = 0
+        self.checkpoint_step = 0
+        self.last_checkpoint_unix = 0.0
+        self._calib = np.zeros((cfg.calibration_size, obs_dim), np.float32)
+        self._calib_next = 0  # ring position of the next row to write
+        self._calib_rows = 0
+        # Held by each update and checkpoint: a final checkpoint from another thread
+        # must not see a half-applied Adam step.
+        self._lock = threading.Lock()
+        if cfg.checkpoint_dir:
+            self._resume(cfg.checkpoint_dir)
+
+    @property
+    def steps(self) -> int:
+        """Completed updates."""
+        return self.agent.steps
+
+    def train_step(self, sampled: SampledBatch | Transitions) -> dict[str, float]:
+        """One update on a sampled batch (replay importance weights included)."""
+        if isinstance(sampled, SampledBatch):
+            transitions, weights = sampled.transitions, sampled.weights
+        else:
+            transitions, weights = sampled, None
+        # Counted before the step count moves, so a status read never shows fewer
+        # transitions than steps * batch size.
+        self.transitions_sampled += len(transitions)
+        with self._lock:
+            metrics = self.agent.update(transitions, weights)
+        self.loss, self.mean_q, self.td_abs = metrics["loss"], metrics["mean_q"], metrics["td_abs"]
+        self._remember(np.asarray(transitions.obs, np.float32))
+        return metrics
+
+    def _remember(self, obs: np.ndarray) -> None:
+        """Keep the newest calibration_size observations in a ring."""
+        cap = len(self._calib)
+        rows = obs[-cap:]
+        idx = (self._calib_next + np.arange(len(rows))) % cap
+        self._calib[idx] = rows
+        self._calib_next = int((self._calib_next + len(rows)) % cap)
+        self._calib_rows = min(cap, self._calib_rows + len(rows))
+
+    def calibration_obs(self) -> np.ndarray | None:
+        """Copies of the most recent sampled observations, newest first (None: none yet)."""
+        if self._calib_rows == 0:
+            return None
+        cap = len(self._calib)
+        idx = (self._calib_next - 1 - np.arange(self._calib_rows)) % cap
+        return self._calib[idx]  # fancy indexing copies
+
+    def snapshot(self) -> Snapshot:
+        """The current weights and calibration observations, copied."""
+        with self._lock:
+            weights = self.agent.policy_weights()
+        return Snapshot(self.steps, weights, self.calibration_obs())
+
+    # -- checkpoints -----------------------------------------------------------
+
+    def save_checkpoint(self, published_version: int) -> Path | None:
+        """Write the checkpoint (no-op without checkpoint_dir); returns its path."""
+        if not self.cfg.checkpoint_dir:
+            return None
+        started = time.perf_counter()
+        with self._lock:
+            step, saved_unix = self.steps, time.time()
+            state = {
+                "format": CHECKPOINT_FORMAT,
+                "agent": self.agent.state_dict(),
+                "learner_step": step,
+                "published_version": int(published_version),
+                "transitions_sampled": self.transitions_sampled,
+                "config": to_dict(self.cfg),
+                "saved_unix": saved_unix,
+            }
+            path = checkpoint.save(self.cfg.checkpoint_dir, state)
+        self.checkpoint_step = step
+        self.last_checkpoint_unix = saved_unix
+        log.info(
+            "checkpoint at step %d (published v%d) written to %s in %.0f ms",
+            self.checkpoint_step,
+            published_version,
+            path,
+            1000 * (time.perf_counter() - started),
+        )
+        return path
+
+    def _resume(self, directory: str) -> None:
+        try:
+            state = checkpoint.load_latest(directory)
+        except checkpoint.CheckpointError as err:
+            raise ConfigError(str(err)) from None
+        if state is None:
+            log.info("no checkpoint in %s; starting from scratch", directory)
+            return
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ConfigError(
+                f"checkpoint {checkpoint.path_in(directory)} has format {state.get('format')!r}, "
+                f"this learner reads format {CHECKPOINT_FORMAT}; move it away to start afresh"
+            )
+        try:
+            self.agent.load_state_dict(state["agent"])
+        except ValueError as err:
+            raise ConfigError(
+                f"checkpoint {checkpoint.path_in(directory)} does not fit this config: {err}; "
+                "use another checkpoint_dir or move the checkpoint away"
+            ) from None
+        saved_env = state.get("config", {}).get("env")
+        if saved_env != self.cfg.env:
+            log.warning(
+                "checkpoint was trained on env %r, now training on %r", saved_env, self.cfg.env
+            )
+        self.resumed_version = int(state["published_version"])
+        self.resumed_from_step = self.steps
+        self.transitions_sampled = int(state.get("transitions_sampled", 0))
+        self.checkpoint_step = self.steps
+        self.last_checkpoint_unix = float(state.get("saved_unix", 0.0))
+        log.info(
+            "resumed from %s at step %d (published v%d)",
+            checkpoint.path_in(directory),
+            self.steps,
+            self.resumed_version,
+        )

@@ -1,0 +1,112 @@
+"""gRPC edge of the learner: ``actorq serve learner``.
+
+The servicer only answers GetStatus; the work happens in the TrainingLoop
+(loop.py) around a Learner (learner.py) around a DQN (dqn.py) or D4PG (d4pg.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import grpc
+import torch
+from grpc_health.v1 import health
+
+from actorq import logs
+from actorq.clients import QuantizerClient, ReplayClient
+from actorq.config import ConfigError, from_argv
+from actorq.rpc import add_health_and_reflection, bind, channel, make_server, run_until_signalled
+from actorq.v1 import learner_pb2, learner_pb2_grpc
+from services.learner.config import LearnerConfig, continuous_env_spaces, env_spaces
+from services.learner.d4pg import D4PG
+from services.learner.learner import Learner
+from services.learner.loop import TrainingLoop
+
+SERVICE_NAME = learner_pb2.DESCRIPTOR.services_by_name["LearnerService"].full_name
+
+log = logging.getLogger(__name__)
+
+
+class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
+    """Reports the training loop's progress."""
+
+    def __init__(self, loop: TrainingLoop) -> None:
+        self._loop = loop
+
+    def GetStatus(
+        self, request: learner_pb2.LearnerStatusRequest, context: grpc.ServicerContext
+    ) -> learner_pb2.LearnerStatus:
+        """Training progress, publishing and checkpoint state."""
+        return self._loop.status()
+
+
+def build_server(
+    cfg: LearnerConfig, stop_event: threading.Event | None = None
+) -> tuple[grpc.Server, health.HealthServicer, TrainingLoop, int, list[grpc.Channel]]:
+    """(server, health, training loop, bound port, channels); nothing started yet.
+
+    Raises ConfigError for an env the algorithm cannot learn or a checkpoint
+    that does not fit. A failed training loop sets stop_event (the process then exits).
+    """
+    torch.set_num_threads(cfg.torch_threads)
+    if cfg.algo == "d4pg":
+        obs_dim, low, high = continuous_env_spaces(cfg.env)
+        learner = Learner(cfg, obs_dim, action_bounds=(low, high))
+    else:
+        obs_dim, num_actions = env_spaces(cfg.env)
+        learner = Learner(cfg, obs_dim, num_actions)
+    channels = [channel(cfg.replay_address), channel(cfg.quantizer_address)]
+    loop = TrainingLoop(
+        cfg,
+        learner,
+        ReplayClient(channels[0]),
+        QuantizerClient(channels[1]),
+        on_failure=stop_event.set if stop_event is not None else None,
+    )
+    server = make_server(max_workers=4)
+    learner_pb2_grpc.add_LearnerServiceServicer_to_server(LearnerServicer(loop), server)
+    health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
+    port = bind(server, cfg.host, cfg.port)
+    return server, health_servicer, loop, port, channels
+
+
+def main(argv: Sequence[str]) -> None:
+    """``actorq serve learner [flags]``: train until SIGTERM, then checkpoint and exit."""
+    cfg = from_argv(LearnerConfig, argv, prog="actorq serve learner", section="learner")
+    logs.setup("learner")
+    stop_event = threading.Event()
+    try:
+        server, health_servicer, loop, port, channels = build_server(cfg, stop_event)
+    except ConfigError as err:
+        raise SystemExit(f"actorq serve learner: {err}") from None
+    agent = loop.learner.agent
+    log.info(
+        "serving on %s:%d; env %s, %s %s, replay %s, quantizer %s",
+        cfg.host,
+        port,
+        cfg.env,
+        cfg.algo,
+        agent.describe()
+        if isinstance(agent, D4PG)
+        else f"network {[agent.obs_dim, *cfg.dqn.hidden_sizes, agent.network_spec().output_dim]}",
+        cfg.replay_address,
+        cfg.quantizer_address,
+    )
+    loop.start()
+
+    def on_stop() -> None:
+        loop.stop()
+        for ch in channels:
+            ch.close()
+        log.info(
+            "stopped at step %d (checkpoint at step %d, published v%d)",
+            loop.learner.steps,
+            loop.learner.checkpoint_step,
+            loop.publisher.version,
+        )
+
+    run_until_signalled(server, health_servicer, on_stop=on_stop, stop_event=stop_event)
+    if loop.failed:
+        raise SystemExit(f"actorq serve learner: {loop.error}")

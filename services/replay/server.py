@@ -1,0 +1,262 @@
+"""gRPC edge of the replay: ``actorq serve replay``.
+
+The servicer only translates: TransitionChunk messages into numpy columns
+for the table, sampled batches into SampleBatch messages, table exceptions
+into status codes. Storing, sampling and rate limiting live in ``table``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator, Sequence
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health
+
+from actorq import logs, tensor
+from actorq.config import from_argv
+from actorq.rpc import (
+    MAX_MESSAGE_BYTES,
+    add_health_and_reflection,
+    bind,
+    make_server,
+    run_until_signalled,
+)
+from actorq.v1 import replay_pb2, replay_pb2_grpc
+from services.replay.config import ReplayConfig
+from services.replay.sampler import PrioritiesNotSupportedError
+from services.replay.store import FIELDS, is_redis_url
+from services.replay.table import (
+    BatchTooLargeError,
+    Chunk,
+    InvalidChunkError,
+    SampledBatch,
+    StoreUnavailableError,
+    Table,
+    TableClosedError,
+    TableMismatchError,
+    TooManyTransitionsError,
+    WaitAbandonedError,
+    WaitTimeoutError,
+    build_table,
+    validate_chunk,
+)
+
+SERVICE_NAME = replay_pb2.DESCRIPTOR.services_by_name["ReplayService"].full_name
+
+# Room left in a sampled batch's message for the protobuf framing around the arrays.
+_BATCH_HEADROOM_BYTES = 64 * 1024
+
+log = logging.getLogger(__name__)
+
+# What a call may fail with after its input was accepted (the store's own troubles).
+_STORE_ERRORS = (StoreUnavailableError, TableMismatchError)
+
+# Table exception -> status code, first match wins.
+_ERRORS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (TooManyTransitionsError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (BatchTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (PrioritiesNotSupportedError, grpc.StatusCode.FAILED_PRECONDITION),
+    (WaitTimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (TableClosedError, grpc.StatusCode.UNAVAILABLE),
+    (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),  # Redis down or restarting
+    (TableMismatchError, grpc.StatusCode.FAILED_PRECONDITION),
+    (ValueError, grpc.StatusCode.INVALID_ARGUMENT),  # invalid chunks, signature, batch size
+)
+
+
+def _code(err: Exception) -> grpc.StatusCode:
+    return next(code for exc, code in _ERRORS if isinstance(err, exc))
+
+
+def decode_chunk(msg: replay_pb2.TransitionChunk, index: int) -> Chunk:
+    """Decode and validate one TransitionChunk; InvalidChunkError names the tensor."""
+    columns: dict[str, np.ndarray | None] = {}
+    for name in FIELDS:
+        if not msg.HasField(name):
+            columns[name] = None
+            continue
+        try:
+            columns[name] = tensor.from_proto(getattr(msg, name))
+        except tensor.TensorError as err:
+            raise InvalidChunkError(f"chunk {index}: {name}: {err}") from err
+    return validate_chunk(columns, index)
+
+
+def encode_batch(batch: SampledBatch) -> replay_pb2.SampleBatch:
+    """A sampled batch as a SampleBatch message."""
+    cols = batch.columns
+    return replay_pb2.SampleBatch(
+        transitions=replay_pb2.TransitionChunk(
+            obs=tensor.to_proto(cols["obs"], "obs"),
+            action=tensor.to_proto(cols["action"], "action"),
+            reward=tensor.to_proto(cols["reward"], "reward"),
+            discount=tensor.to_proto(cols["discount"], "discount"),
+            next_obs=tensor.to_proto(cols["next_obs"], "next_obs"),
+        ),
+        keys=tensor.to_proto(batch.keys, "keys"),
+        weights=tensor.to_proto(batch.weights, "weights"),
+    )
+
+
+class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
+    """Insert / Sample / UpdatePriorities / GetStats over a ``Table`` (memory or Redis)."""
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    def _abort(self, context: grpc.ServicerContext, rpc: str, err: Exception) -> None:
+        code = _code(err)
+        # A Redis outage fails every call; the table logs it once per outage instead.
+        if not isinstance(err, StoreUnavailableError):
+            log.warning("refused %s (%s): %s", rpc, code.name, err)
+        context.abort(code, str(err))
+
+    def Insert(
+        self, request_iterator: Iterator[replay_pb2.TransitionChunk], context: grpc.ServicerContext
+    ) -> replay_pb2.InsertResponse:
+        """Collect the stream's chunks, then commit them all at once (or none)."""
+        table = self._table
+        chunks: list[Chunk] = []
+        transitions = 0
+        actor_id = ""
+        try:
+            for index, msg in enumerate(request_iterator):
+                chunk = decode_chunk(msg, index)
+                transitions += chunk.size
+                # Refuse as soon as the stream is too big rather than buffering all of it.
+                if transitions > table.max_insert_transitions:
+                    raise TooManyTransitionsError(
+                        f"the Insert stream carries more than max_insert_transitions "
+                        f"{table.max_insert_transitions} transitions (at least {transitions} "
+                        f"by chunk {index}); split it into several Insert calls"
+                    )
+                chunks.append(chunk)
+                actor_id = actor_id or msg.actor_id
+        except ValueError as err:
+            table.note_rejected()
+            self._abort(context, "Insert", err)
+        # A blocked insert wakes as soon as its caller goes away.
+        context.add_callback(table.wake)
+        try:
+            size = table.insert(
+                chunks,
+                actor_id,
+                should_continue=context.is_active,
+                timeout=context.time_remaining(),
+            )
+        except WaitAbandonedError:
+            return replay_pb2.InsertResponse()  # nobody is listening any more
+        except (ValueError, WaitTimeoutError, TableClosedError, *_STORE_ERRORS) as err:
+            self._abort(context, "Insert", err)
+        return replay_pb2.InsertResponse(chunks=len(chunks), transitions=transitions, size=size)
+
+    def Sample(
+        self, request: replay_pb2.SampleRequest, context: grpc.ServicerContext
+    ) -> Iterator[replay_pb2.SampleBatch]:
+        """Stream batches until num_batches are sent (0: until the client cancels)."""
+        table = self._table
+        if request.num_batches < 0:
+            table.note_rejected()
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"num_batches must be >= 0 (0 streams until cancelled), got {request.num_batches}",
+            )
+        context.add_callback(table.wake)
+        sent = 0
+        while request.num_batches == 0 or sent < request.num_batches:
+            try:
+                batch = table.sample(request.batch_size, should_continue=context.is_active)
+            except WaitAbandonedError:
+                return
+            except (ValueError, TableClosedError, *_STORE_ERRORS) as err:
+                self._abort(context, "Sample", err)
+            yield encode_batch(batch)
+            sent += 1
+
+    def UpdatePriorities(
+        self, request: replay_pb2.UpdatePrioritiesRequest, context: grpc.ServicerContext
+    ) -> replay_pb2.UpdatePrioritiesResponse:
+        """Pass priorities to the sampler (FAILED_PRECONDITION for uniform sampling)."""
+        try:
+            keys = tensor.from_proto(request.keys)
+            priorities = tensor.from_proto(request.priorities)
+            updated = self._table.update_priorities(keys, priorities)
+        except (ValueError, PrioritiesNotSupportedError) as err:
+            self._table.note_rejected()
+            self._abort(context, "UpdatePriorities", err)
+        except _STORE_ERRORS as err:
+            self._abort(context, "UpdatePriorities", err)
+        return replay_pb2.UpdatePrioritiesResponse(updated=updated)
+
+    def GetStats(
+        self, request: replay_pb2.ReplayStatsRequest, context: grpc.ServicerContext
+    ) -> replay_pb2.ReplayStats:
+        """Counters, limiter settings and per-actor activity."""
+        try:
+            stats = self._table.stats()
+        except _STORE_ERRORS as err:
+            self._abort(context, "GetStats", err)
+        return replay_pb2.ReplayStats(**dataclasses.asdict(stats))
+
+
+def build_server(
+    cfg: ReplayConfig,
+) -> tuple[grpc.Server, health.HealthServicer, Table, int]:
+    """A bound (not yet started) replay server: (server, health, table, port)."""
+    table = build_table(cfg, max_batch_bytes=MAX_MESSAGE_BYTES - _BATCH_HEADROOM_BYTES)
+    server = make_server(max_workers=cfg.max_workers)
+    replay_pb2_grpc.add_ReplayServiceServicer_to_server(ReplayServicer(table), server)
+    health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
+    port = bind(server, cfg.host, cfg.port)
+    return server, health_servicer, table, port
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``actorq serve replay [--flags]``: serve until SIGTERM/SIGINT."""
+    cfg = from_argv(ReplayConfig, argv, prog="actorq serve replay", section="replay")
+    logger = logs.setup("replay")
+    server, health_servicer, table, port = build_server(cfg)
+    if is_redis_url(cfg.store):
+        _attach(table, logger)
+    ratio = (
+        f"samples_per_insert {cfg.samples_per_insert:g}, error_buffer {cfg.error_buffer:g}"
+        if cfg.samples_per_insert > 0
+        else "no ratio limit"
+    )
+    logger.info(
+        "serving on %s:%d (%s store, capacity %d, %s sampler, min_size_to_sample %d, %s)",
+        cfg.host,
+        port,
+        cfg.store_label,
+        cfg.capacity,
+        cfg.sampler,
+        cfg.min_size_to_sample,
+        ratio,
+    )
+    run_until_signalled(server, health_servicer, on_stop=table.close)
+
+
+def _attach(table: Table, logger: logging.Logger) -> None:
+    """Check the shared table at start: other settings stop us; Redis down does not.
+
+    A replica is stateless, so it may start before Redis: it serves, calls
+    fail with UNAVAILABLE until Redis answers, and the first that reaches it
+    creates or checks the table.
+    """
+    from services.replay.redis_table import RedisRefusedError, RedisTable
+
+    assert isinstance(table, RedisTable)
+    try:
+        table.attach()
+    except (TableMismatchError, RedisRefusedError) as err:  # retrying will not help
+        raise SystemExit(f"actorq serve replay: {err}") from None
+    except StoreUnavailableError:  # the table logged it
+        logger.warning(
+            "serving anyway: the first call that reaches Redis creates or checks the table"
+        )
+        return
+    for warning in table.persistence_warnings():
+        logger.warning("%s", warning)

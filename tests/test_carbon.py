@@ -1,0 +1,226 @@
+"""Energy and CO2 per service (actorq.carbon) and their aggregation by `actorq train`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actorq import carbon
+from actorq.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICES = {"replay", "quantizer", "learner", "actor-0"}
+
+
+def train(
+    out: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "actorq.cli",
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--actors",
+        "1",
+        "--max-env-steps",
+        "2000",
+        "--eval-episodes",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+        *args,
+    ]
+    return subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def tracked_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """One small real run with carbon tracking on (the default)."""
+    out = tmp_path_factory.mktemp("carbon") / "run"
+    res = train(out)
+    assert res.returncode == 0, res.stderr
+    yield out, json.loads((out / "summary.json").read_text())
+
+
+def _busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _csv_totals(path: Path) -> dict[str, float]:
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == 1, f"{path} has {len(rows)} rows"
+    return {
+        "energy_kwh": float(rows[0]["energy_consumed"]),
+        "emissions_kg": float(rows[0]["emissions"]),
+    }
+
+
+# ------------------------------------------------------------ one process
+
+
+def test_tracker_writes_codecarbon_csv_and_a_record_with_the_power_method(tmp_path: Path) -> None:
+    tracker = carbon.ProcessCarbon(carbon.CarbonSettings(str(tmp_path), "USA", "probe"))
+    tracker.start()
+    _busy(0.5)
+    record = tracker.stop()
+    assert record.status == "ok", record.reason
+    assert record.energy_kwh is not None and record.energy_kwh > 0
+    assert record.emissions_kg is not None and record.emissions_kg > 0
+    assert record.tracking_mode == "process"
+    assert record.country_iso_code == "USA"
+    assert record.cpu_mode in carbon.CPU_METHODS
+    assert record.power_method == carbon.CPU_METHODS[record.cpu_mode]
+    assert record.measured == (record.cpu_mode in carbon.MEASURED_CPU_MODES)
+    saved = json.loads((tmp_path / "probe.json").read_text())
+    assert saved["energy_kwh"] == record.energy_kwh
+    assert _csv_totals(tmp_path / "emissions-probe.csv")["energy_kwh"] == pytest.approx(
+        record.energy_kwh
+    )
+
+
+def test_tracker_opens_no_network_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts: list[Any] = []
+    real_connect = socket.socket.connect
+
+    def spy(self: socket.socket, address: Any) -> Any:
+        attempts.append(address)
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", spy)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: attempts.append(a))
+    tracker = carbon.ProcessCarbon(carbon.CarbonSettings(str(tmp_path), "FRA", "offline"))
+    tracker.start()
+    _busy(0.2)
+    record = tracker.stop()
+    assert record.status == "ok", record.reason
+    assert record.country_iso_code == "FRA"
+    assert attempts == []
+
+
+def test_tracker_that_fails_to_start_records_why_and_does_not_raise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(carbon.ENV_FAIL, "start")
+    tracker = carbon.ProcessCarbon(carbon.CarbonSettings(str(tmp_path), "USA", "broken"))
+    tracker.start()
+    record = tracker.stop()
+    assert record.status == "unavailable"
+    assert "forced to fail" in record.reason
+    assert record.energy_kwh is None and record.emissions_kg is None
+    assert json.loads((tmp_path / "broken.json").read_text())["status"] == "unavailable"
+
+
+def test_tracker_that_fails_to_stop_records_why_and_does_not_raise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracker = carbon.ProcessCarbon(carbon.CarbonSettings(str(tmp_path), "USA", "late"))
+    tracker.start()
+    monkeypatch.setenv(carbon.ENV_FAIL, "stop")
+    record = tracker.stop()
+    assert record.status == "unavailable"
+    assert "failed to stop" in record.reason
+
+
+def test_no_tracking_without_the_launchers_environment() -> None:
+    assert carbon.CarbonSettings.from_env({}) is None
+    settings = carbon.CarbonSettings("/tmp/x", "DEU", "", 5.0)
+    back = carbon.CarbonSettings.from_env(settings.env("actor-3"))
+    assert back == carbon.CarbonSettings("/tmp/x", "DEU", "actor-3", 5.0)
+
+
+def test_country_is_checked_against_codecarbons_offline_data() -> None:
+    assert carbon.check_country("fra") == "FRA"
+    with pytest.raises(ConfigError, match="no grid data"):
+        carbon.check_country("XYZ")
+    with pytest.raises(ConfigError, match="3-letter"):
+        carbon.check_country("France")
+
+
+def test_aggregate_is_unavailable_when_one_service_has_no_record(tmp_path: Path) -> None:
+    tracker = carbon.ProcessCarbon(carbon.CarbonSettings(str(tmp_path), "USA", "replay"))
+    tracker.start()
+    tracker.stop()
+    agg = carbon.aggregate(tmp_path, ["replay", "learner"])
+    assert agg["status"] == "unavailable"
+    assert "learner" in agg["reason"] and "no carbon record" in agg["reason"]
+    assert "total" not in agg
+    assert agg["services"]["replay"]["status"] == "ok"
+
+
+# ------------------------------------------------------------- whole runs
+
+
+def test_run_summary_totals_are_the_sum_of_the_per_service_codecarbon_files(
+    tracked_run: tuple[Path, dict[str, Any]],
+) -> None:
+    out, summary = tracked_run
+    per_service = {name: _csv_totals(out / "carbon" / f"emissions-{name}.csv") for name in SERVICES}
+    assert set(summary["carbon"]["services"]) == SERVICES
+    for name, totals in per_service.items():
+        record = summary["carbon"]["services"][name]
+        assert record["status"] == "ok"
+        assert record["energy_kwh"] == pytest.approx(totals["energy_kwh"])
+        assert record["emissions_kg"] == pytest.approx(totals["emissions_kg"])
+    assert summary["energy_kwh"] == pytest.approx(
+        sum(t["energy_kwh"] for t in per_service.values())
+    )
+    assert summary["emissions_kg"] == pytest.approx(
+        sum(t["emissions_kg"] for t in per_service.values())
+    )
+    assert summary["energy_kwh"] > 0
+
+
+def test_run_summary_says_how_power_was_obtained(tracked_run: tuple[Path, dict[str, Any]]) -> None:
+    _, summary = tracked_run
+    info = summary["carbon"]
+    assert info["status"] == "ok"
+    assert info["country_iso_code"] == carbon.DEFAULT_COUNTRY
+    modes = info["cpu_modes"]
+    assert modes and all(m in carbon.CPU_METHODS for m in modes)
+    assert info["measured"] == all(m in carbon.MEASURED_CPU_MODES for m in modes)
+    assert ("ESTIMATED" in info["power"]) == (not info["measured"])
+
+
+def test_run_whose_trackers_fail_finishes_and_says_carbon_is_unavailable(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = train(out, env={carbon.ENV_FAIL: "start"})
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stop_reason"] == "max_env_steps"
+    assert summary["energy_kwh"] is None and summary["emissions_kg"] is None
+    assert summary["carbon"]["status"] == "unavailable"
+    assert "forced to fail" in summary["carbon"]["reason"]
+    assert "total" not in summary["carbon"]
+    assert "carbon unavailable" in res.stdout
+    assert all(code == 0 for code in summary["exit_codes"].values())
+
+
+def test_unknown_carbon_country_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    res = train(tmp_path / "run", "--carbon-country", "XYZ")
+    assert res.returncode == 2
+    assert "XYZ" in res.stderr and "no grid data" in res.stderr
+    assert not (tmp_path / "run" / "logs").exists()

@@ -1,0 +1,183 @@
+"""`actorq report`: report.md, report.json and plots from real runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actorq import report
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "actorq.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """One small real int8 run with a target it reaches, and its report."""
+    out = tmp_path_factory.mktemp("report") / "run"
+    res = cli(
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--actors",
+        "1",
+        "--max-env-steps",
+        "3000",
+        "--eval-episodes",
+        "3",
+        "--target-return",
+        "30",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert res.returncode == 0, res.stderr
+    rep = cli("report", str(out))
+    assert rep.returncode == 0, rep.stderr
+    yield out, json.loads((out / "summary.json").read_text())
+
+
+def test_report_writes_markdown_json_and_every_plot_as_a_non_empty_png(
+    small_run: tuple[Path, dict[str, Any]],
+) -> None:
+    out, _ = small_run
+    assert (out / "report.md").stat().st_size > 0
+    assert (out / "report.json").stat().st_size > 0
+    for name in report.PLOTS:
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG_MAGIC), name
+        assert len(data) > 5_000, f"{name} is only {len(data)} bytes"
+        assert f"({name})" in (out / "report.md").read_text()
+
+
+def test_report_numbers_match_the_runs_summary(small_run: tuple[Path, dict[str, Any]]) -> None:
+    out, summary = small_run
+    rep = json.loads((out / "report.json").read_text())
+    agg = rep["precisions"]["int8"]
+    assert agg["runs"] == 1 and agg["seeds"] == [summary["seed"]]
+    assert agg["reached"] == int(summary["reached_target"])
+    if summary["reached_target"]:
+        assert agg["time_to_target_s"]["median"] == summary["time_to_target_s"]
+        assert agg["env_steps_to_target"]["median"] == summary["env_steps_to_target"]
+    assert agg["final_return"]["median"] == summary["eval"]["int8"]
+    assert agg["actor_env_steps_per_s"]["median"] == summary["actor_env_steps_per_s"]
+    assert agg["learner_steps_per_s"]["median"] == summary["learner_steps_per_s"]
+    assert agg["model_bytes"]["median"] == summary["model_bytes"]["int8"]
+    assert agg["swap_pull_ms"]["median"] == summary["model_swap_ms"]["pull"]
+    assert agg["swap_load_ms"]["median"] == summary["model_swap_ms"]["load"]
+    for part, value in summary["breakdown_us_per_step"].items():
+        assert agg["breakdown_us_per_step"][part]["median"] == value
+    assert agg["energy_kwh"]["median"] == summary["energy_kwh"]
+    assert agg["emissions_kg"]["median"] == summary["emissions_kg"]
+
+
+def test_report_markdown_shows_the_summarys_figures_and_how_power_was_obtained(
+    small_run: tuple[Path, dict[str, Any]],
+) -> None:
+    out, summary = small_run
+    text = (out / "report.md").read_text()
+    assert f"| {1000 * summary['energy_kwh']:#.3g} |" in text
+    assert f"| {1000 * summary['emissions_kg']:#.3g} |" in text
+    assert f"| {summary['model_bytes']['int8']} |" in text
+    assert f"| {summary['eval']['int8']:.1f} |" in text
+    assert summary["carbon"]["power"] in text
+    if not summary["carbon"]["measured"]:
+        assert "(est.)" in text
+
+
+def test_report_says_carbon_is_unavailable_instead_of_zero(
+    small_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    src, summary = small_run
+    run = tmp_path / "run"
+    run.mkdir()
+    untracked = {
+        **summary,
+        "energy_kwh": None,
+        "emissions_kg": None,
+        "carbon": {"status": "unavailable", "reason": "tracker failed to start: boom"},
+    }
+    (run / "summary.json").write_text(json.dumps(untracked))
+    (run / "evals.jsonl").write_text((src / "evals.jsonl").read_text())
+    res = cli("report", str(run))
+    assert res.returncode == 0, res.stderr
+    text = (run / "report.md").read_text()
+    assert "unavailable" in text and "tracker failed to start: boom" in text
+    rep = json.loads((run / "report.json").read_text())
+    assert rep["precisions"]["int8"]["energy_kwh"] is None
+    assert rep["precisions"]["int8"]["emissions_kg"] is None
+    assert "| unavailable | unavailable |" in text.split("## Runs")[1]
+
+
+def test_report_of_a_directory_without_runs_is_refused(tmp_path: Path) -> None:
+    res = cli("report", str(tmp_path))
+    assert res.returncode == 2
+    assert "no run directory" in res.stderr
+
+
+def _summary(
+    precision: str, seed: int, ttt: float | None, co2: float, sps: float
+) -> dict[str, Any]:
+    return {
+        "precision": precision,
+        "seed": seed,
+        "target_return": 475.0,
+        "reached_target": ttt is not None,
+        "time_to_target_s": ttt,
+        "env_steps_to_target": 1000 if ttt else None,
+        "eval": {precision: 480.0},
+        "actor_env_steps_per_s": sps,
+        "model_bytes": {precision: 4000 if precision == "int8" else 16000},
+        "model_swap_ms": {"pull": 1.0, "load": 2.0, "swaps": 3},
+        "energy_kwh": co2 * 3,
+        "emissions_kg": co2,
+        "carbon": {"status": "ok", "measured": False, "power": "estimated"},
+    }
+
+
+def test_ratios_are_fp32_over_int8_of_the_medians_over_seeds(tmp_path: Path) -> None:
+    runs = [
+        report.Run(tmp_path / "a", _summary("fp32", 0, 30.0, 3.0, 100.0)),
+        report.Run(tmp_path / "b", _summary("int8", 0, 10.0, 1.0, 300.0)),
+        report.Run(tmp_path / "c", _summary("fp32", 1, 50.0, 5.0, 100.0)),
+        report.Run(tmp_path / "d", _summary("int8", 1, 30.0, 3.0, 500.0)),
+        report.Run(tmp_path / "e", _summary("int8", 2, None, 9.0, 400.0)),
+    ]
+    agg = report.aggregate(runs)
+    int8 = agg["precisions"]["int8"]
+    assert int8["reached"] == 2
+    # Time to target: over the runs that reached it (int8 median of 10 and 30).
+    assert int8["time_to_target_s"] == {
+        "median": 20.0,
+        "mean": 20.0,
+        "min": 10.0,
+        "max": 30.0,
+        "n": 2,
+    }
+    assert agg["ratios"]["time_to_target"] == pytest.approx(40.0 / 20.0)
+    assert agg["ratios"]["emissions"] == pytest.approx(4.0 / 3.0)
+    assert agg["ratios"]["actor_env_steps_per_s"] == pytest.approx(400.0 / 100.0)
+    assert agg["ratios"]["model_bytes"] == pytest.approx(4.0)
+    assert [(r["precision"], r["seed"]) for r in agg["runs"]] == [
+        ("fp32", 0),
+        ("fp32", 1),
+        ("int8", 0),
+        ("int8", 1),
+        ("int8", 2),
+    ]

@@ -1,0 +1,179 @@
+"""`actorq train` end to end: real processes, real learning."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SUMMARY_KEYS = {
+    "env",
+    "algo",
+    "precision",
+    "actors",
+    "seed",
+    "reached_target",
+    "time_to_target_s",
+    "env_steps",
+    "env_steps_to_target",
+    "learner_steps",
+    "wall_s",
+    "eval",
+    "model_versions",
+    "model_bytes",
+    "actor_env_steps_per_s",
+    "breakdown_us_per_step",
+    "model_swap_ms",
+    "quantization",
+    "pids",
+}
+
+
+def train(out: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "actorq.cli", "train", "--out", str(out), "--quiet", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_short_run_writes_summary_metrics_and_config_and_leaves_no_process(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = train(
+        out,
+        "--env",
+        "CartPole-v1",
+        "--actors",
+        "2",
+        "--max-env-steps",
+        "3000",
+        "--eval-episodes",
+        "3",
+    )
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary.keys() >= SUMMARY_KEYS
+    assert summary["stop_reason"] == "max_env_steps"
+    assert summary["env_steps"] >= 3000
+    assert summary["precision"] == "int8"
+    assert set(summary["model_bytes"]) == {"fp32", "int8"}
+    assert summary["model_versions"]["int8"] >= 1
+    assert set(summary["eval"]) == {"fp32", "int8"}
+    assert summary["breakdown_us_per_step"]["env"] > 0
+    assert summary["breakdown_us_per_step"]["inference"] > 0
+    assert summary["actor_env_steps_per_s"] > 0
+    assert set(summary["pids"]) == {"replay", "quantizer", "learner", "actor-0", "actor-1"}
+    assert not any(_pid_alive(pid) for pid in summary["pids"].values())
+    assert (out / "config.yaml").read_text().count("replay_address") >= 2
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert lines and "env_steps" in json.loads(lines[-1])
+
+
+def test_unknown_env_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    res = train(tmp_path / "run", "--env", "NoSuchEnv-v9", timeout=60)
+    assert res.returncode == 2
+    assert "unknown env id 'NoSuchEnv-v9'" in res.stderr
+    assert not (tmp_path / "run" / "logs").exists()
+
+
+def test_unknown_precision_is_refused(tmp_path: Path) -> None:
+    res = train(tmp_path / "run", "--env", "CartPole-v1", "--precision", "int4", timeout=60)
+    assert res.returncode == 2
+    assert "int4" in res.stderr
+
+
+@pytest.mark.slow
+def test_int8_dqn_reaches_475_on_cartpole_within_100k_env_steps(tmp_path: Path) -> None:
+    """The core learning result: the int8 policy the actors run reaches the target."""
+    out = tmp_path / "run"
+    res = train(
+        out,
+        *("--env", "CartPole-v1", "--algo", "dqn", "--precision", "int8", "--actors", "2"),
+        *("--target-return", "475", "--max-env-steps", "100000", "--seed", "0"),
+        timeout=900,
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert summary["reached_target"], summary["eval_detail"]["history"][-5:]
+    assert summary["env_steps_to_target"] <= 100_000
+    target_eval = summary["eval_detail"]["target_eval"]
+    assert target_eval["precision"] == "int8"
+    assert target_eval["episodes"] == 20
+    assert target_eval["mean_return"] >= 475
+
+
+def test_ctrl_c_stops_every_service_and_still_writes_the_summary(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "actorq.cli", "train", "--env", "CartPole-v1", "--quiet"]
+    cmd += ["--max-env-steps", "0", "--out", str(out)]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        if lines and json.loads(lines[-1])["env_steps"] > 0:
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("training never started stepping")
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stop_reason"] == "interrupted"
+    assert len(summary["pids"]) == 5
+    assert not [name for name, pid in summary["pids"].items() if _pid_alive(pid)]
+
+
+def _pids_with_arg(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_services_go_away_when_the_launcher_is_killed(tmp_path: Path) -> None:
+    """SIGKILL leaves the launcher no chance to clean up: the death signal must."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "actorq.cli", "train", "--env", "CartPole-v1", "--quiet"]
+    cmd += ["--max-env-steps", "0", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(_pids_with_arg(str(out / "config.yaml"))) < 5:
+        time.sleep(0.5)
+    services = _pids_with_arg(str(out / "config.yaml"))
+    assert len(services) == 5
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_pid_alive(p) for p in services):
+        time.sleep(0.5)
+    assert not [p for p in services if _pid_alive(p)]
+
+
+def test_unknown_replay_store_fails_at_startup_naming_it(tmp_path: Path) -> None:
+    res = train(tmp_path / "run", "--env", "CartPole-v1", "--replay-store", "tape://x", timeout=120)
+    assert res.returncode == 1
+    assert "tape://x" in res.stderr
