@@ -42,6 +42,16 @@ class QuantizerConfig:
         "int8 weight scales per output channel instead of per tensor (measured: no "
         "accuracy gain on DQN MLPs; 2048^3 batch 1 15%% slower dynamic, 25%% static)",
     )
+    reduce_range: bool = opt(
+        True,
+        "store int8 weights in 7 bits. onnxruntime's u8s8 kernel on CPUs without VNNI "
+        "(AVX2 only) sums pairs of uint8 x int8 products in int16 (VPMADDUBSW), which "
+        "saturates with full-range weights; 7-bit weights cannot overflow. Measured on an "
+        "AVX2-only AMD EPYC (Zen 3), 64x64 DQN MLP: max |Q err| 0.080 -> 0.0065, greedy "
+        "agreement 0.977 -> 0.996; 2048^3 batch 1 183 vs 182 us (no cost). Artifacts run "
+        "on whatever CPU the actors have, so this is on everywhere; on VNNI CPUs false "
+        "gains one bit of weight precision",
+    )
     fp32_input_layer: bool = opt(
         True,
         "keep the first layer (raw observations -> hidden) in fp32: per-tensor uint8 "

@@ -169,6 +169,7 @@ class Quantizer:
             workdir=self.cfg.workdir or None,
             per_channel=self.cfg.per_channel,
             fp32_input_layer=self.cfg.fp32_input_layer,
+            reduce_range=self.cfg.reduce_range,
         )
         check_onnx(data, label)
         values = run_model(data, calib.obs, output, label)

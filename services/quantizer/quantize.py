@@ -15,6 +15,9 @@ Two methods (see ``QuantizerConfig.int8_method`` for the measured trade-off):
 Both keep weights QInt8 with uint8 activations: the u8s8 GEMM is the one
 with an AVX-512 VNNI / AVX-VNNI kernel in onnxruntime's MLAS. QUInt8 weights
 take the u8u8 path, measured 1.4x slower at batch 1 and 2.5x at batch 16.
+Without VNNI (AVX2 only), the u8s8 kernel multiplies with VPMADDUBSW, whose
+int16 pair sums saturate with full-range 8-bit weights: hence ``reduce_range``
+(7-bit weights) by default, see ``QuantizerConfig.reduce_range``.
 
 Calibration observations come from the learner (sampled from replay); without
 them a seeded standard-normal batch stands in ("synthetic"): right for
@@ -141,12 +144,14 @@ def quantize_int8(
     workdir: str | Path | None = None,
     per_channel: bool = False,
     fp32_input_layer: bool = False,
+    reduce_range: bool = True,
 ) -> bytes:
     """The int8 ONNX bytes of an FP32 model built by ``graph.build_onnx``.
 
     onnxruntime.quantization writes its result (and, for static_qdq, an
     augmented calibration model) to files: they go to a temporary directory
     under ``workdir`` (the system temp dir if None) that is removed afterwards.
+    ``reduce_range`` stores weights in 7 bits: see ``QuantizerConfig.reduce_range``.
     """
     if method not in INT8_METHODS:
         raise ValueError(f"int8 method {method!r} is not one of {list(INT8_METHODS)}")
@@ -170,6 +175,7 @@ def quantize_int8(
                     out,
                     op_types_to_quantize=["MatMul"],
                     per_channel=per_channel,
+                    reduce_range=reduce_range,
                     weight_type=QuantType.QInt8,
                     nodes_to_exclude=exclude,
                     extra_options={"MatMulConstBOnly": True},
@@ -182,6 +188,7 @@ def quantize_int8(
                     quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=["Gemm", "Relu"],
                     per_channel=per_channel,
+                    reduce_range=reduce_range,
                     activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
