@@ -149,7 +149,7 @@ def max_episode_return(env_id: str) -> float | None:
     Used only to stop an evaluation early once its target is out of reach.
     """
     if env_id.startswith("dmc:"):
-        from services.actor import dmc
+        from actorq import dmc
 
         return dmc.max_episode_return(env_id)
     if env_id.startswith("CartPole"):
@@ -163,7 +163,7 @@ def max_episode_return(env_id: str) -> float | None:
 def check_env(env_id: str) -> None:
     """Fail before starting anything if the env id does not exist."""
     if env_id.startswith("dmc:"):
-        from services.actor import dmc
+        from actorq import dmc
 
         dmc.parse_id(env_id)  # ConfigError naming the domains or tasks there are
         return

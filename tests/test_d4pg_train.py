@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_train import SUMMARY_KEYS, _pid_alive, train
 
-from services.actor import dmc
+from actorq import dmc
 
 
 def test_short_d4pg_run_serves_both_precisions_and_leaves_no_process(tmp_path: Path) -> None:

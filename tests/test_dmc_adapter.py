@@ -12,9 +12,9 @@ import gymnasium
 import numpy as np
 import pytest
 
+from actorq import dmc
 from actorq.config import ConfigError
-from services.actor import dmc
-from services.actor.envs import env_info, make_env
+from actorq.envs import env_info, make_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,7 +172,7 @@ def test_discrete_env_keeps_its_discrete_info() -> None:
 def test_importing_and_stepping_needs_no_display_or_renderer() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MUJOCO_GL")}
     code = (
-        "import numpy as np; from services.actor import dmc; "
+        "import numpy as np; from actorq import dmc; "
         "e = dmc.make('dmc:cartpole-balance'); e.reset(seed=0); "
         "e.step(np.zeros(1, np.float32)); import os; print(os.environ['MUJOCO_GL'])"
     )

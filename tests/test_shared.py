@@ -103,3 +103,26 @@ def test_generated_protobuf_code_is_current(tmp_path: Path) -> None:
         if not filecmp.cmp(tmp_path / "actorq/v1" / n, ROOT / "actorq/v1" / n, shallow=False)
     ]
     assert not stale, f"run `make proto`: stale generated files {stale}"
+
+
+def test_services_meet_only_through_the_shared_floor() -> None:
+    """No service imports another service's code: they talk over gRPC, and share actorq/."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "services"
+    crossings = []
+    for path in sorted(root.glob("*/*.py")):
+        own = path.parent.name
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "services" and len(parts) > 1 and parts[1] != own:
+                    crossings.append(f"{path.relative_to(root.parent)} imports {name}")
+    assert not crossings, crossings

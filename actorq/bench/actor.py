@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from actorq.bench.machine import describe, machine_info
+from actorq.envs import flat_obs, make_env
 from actorq.v1 import common_pb2
-from services.actor.envs import flat_obs, make_env
 from services.actor.policy import OnnxPolicy
 from services.quantizer.bench import time_interleaved, torch_like_weights
 from services.quantizer.config import QuantizerConfig

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from services.actor.envs import flat_obs, make_env
+from actorq.envs import flat_obs, make_env
 from services.actor.policy import OnnxPolicy, check_fits
 
 

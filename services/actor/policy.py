@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
+from actorq.envs import EnvInfo
 from actorq.ort import make_session
-from services.actor.envs import EnvInfo
 
 # Output name of continuous (d4pg_policy) graphs, the quantizer's wire contract.
 ACTION_OUTPUT = "action"

@@ -30,10 +30,10 @@ import numpy as np
 from actorq import tensor
 from actorq.clients import FetchedModel
 from actorq.config import ConfigError
+from actorq.envs import EnvInfo, flat_obs, make_env
 from actorq.rpc import MAX_MESSAGE_BYTES
 from actorq.v1 import actor_pb2, replay_pb2
 from services.actor.config import ActorConfig
-from services.actor.envs import EnvInfo, flat_obs, make_env
 from services.actor.exploration import (
     EpsilonSchedule,
     GaussianNoise,

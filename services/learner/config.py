@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from actorq.config import ConfigError, opt
+from actorq.envs import env_info
 from services.learner.d4pg import D4PGConfig
 from services.learner.dqn import DQNConfig
 
@@ -87,43 +88,20 @@ class LearnerConfig:
 
 
 def env_spaces(env_id: str) -> tuple[int, int]:
-    """(obs_dim, num_actions) of a Gymnasium env; ConfigError if DQN cannot learn it.
-
-    Observations must be a Box (flattened to obs_dim floats, as the actors
-    do) and actions Discrete(n).
-    """
-    import gymnasium  # only the learner's start-up needs it
-
-    try:
-        env = gymnasium.make(env_id)
-    except gymnasium.error.Error as err:
+    """(obs_dim, num_actions) of an env with Discrete actions; ConfigError if DQN cannot
+    learn it (the env layer's error for an unknown id or a non-Box observation)."""
+    info = env_info(env_id)
+    if info.continuous:
         raise ConfigError(
-            f"env {env_id!r} cannot be created ({err}); list the registered ids with "
-            "`python -c 'import gymnasium; gymnasium.pprint_registry()'`"
-        ) from None
-    try:
-        obs_space, act_space = env.observation_space, env.action_space
-    finally:
-        env.close()
-    if not isinstance(act_space, gymnasium.spaces.Discrete):
-        raise ConfigError(
-            f"env {env_id!r} has action space {act_space}; DQN needs Discrete actions"
+            f"env {env_id!r} has {info.describe_actions()}; DQN needs Discrete actions "
+            "(use --algo d4pg for it)"
         )
-    if not isinstance(obs_space, gymnasium.spaces.Box):
-        raise ConfigError(
-            f"env {env_id!r} has observation space {obs_space}; DQN here needs a Box "
-            "(a flat float vector)"
-        )
-    return int(np.prod(obs_space.shape)), int(act_space.n)
+    return info.obs_dim, info.num_actions
 
 
 def continuous_env_spaces(env_id: str) -> tuple[int, np.ndarray, np.ndarray]:
     """(obs_dim, action_low, action_high) of an env with bounded Box actions; ConfigError
     if D4PG cannot learn it. ``dmc:DOMAIN-TASK`` ids load the dm_control adapter."""
-    # The actor's env layer is the one place that knows how to open every env id
-    # (dm_control included); the learner needs it only here, at start-up.
-    from services.actor.envs import env_info
-
     info = env_info(env_id)
     if info.action_low is None or info.action_high is None:
         raise ConfigError(

@@ -1,7 +1,7 @@
 """Environments the actor can step: flat Box observations, Discrete or bounded Box actions.
 
 Gymnasium ids (``CartPole-v1``, ``Pendulum-v1``) go through ``gymnasium.make``;
-``dmc:DOMAIN-TASK`` ids through the dm_control adapter (``services.actor.dmc``).
+``dmc:DOMAIN-TASK`` ids through the dm_control adapter (``actorq.dmc``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 import gymnasium
 import numpy as np
 
+from actorq import dmc
 from actorq.config import ConfigError
-from services.actor import dmc
 
 
 @dataclass
