@@ -274,7 +274,7 @@ def serve_learner(*args: str, timeout: float = 90) -> subprocess.CompletedProces
 def test_env_with_continuous_actions_is_refused_at_start() -> None:
     res = serve_learner("--env", "Pendulum-v1")
     assert res.returncode != 0
-    assert "'Pendulum-v1' has action space Box" in res.stderr
+    assert "'Pendulum-v1' has 1-dim actions in [-2, 2]" in res.stderr
     assert "Discrete" in res.stderr
 
 
