@@ -108,6 +108,12 @@ end
 
 -- redis.call(cmd, key, args...) in calls of at most ARGS_PER_CALL arguments.
 local function spread(cmd, key, args)
+  if #args == 0 then return {{}} end
+  if #args <= ARGS_PER_CALL then  -- one call: its reply as is, no copy per row
+    local part = redis.call(cmd, key, unpack(args))
+    if type(part) == 'table' then return part end
+    return {{}}
+  end
   local replies = {{}}
   for i = 1, #args, ARGS_PER_CALL do
     local part = redis.call(cmd, key, unpack(args, i, math.min(i + ARGS_PER_CALL - 1, #args)))
@@ -214,7 +220,7 @@ for b = 1, batch do
   -- uniform_offsets
   local off = math.floor(numbers[b] * size)
   if off > size - 1 then off = size - 1 end
-  fields[b] = string.format('%d', (first + off) % cap)
+  fields[b] = (first + off) % cap  -- Redis writes an integral number as its digits
 end
 local got = spread('HMGET', rows, fields)
 redis.call('HINCRBY', state, 'samples', batch)
@@ -258,7 +264,7 @@ if held then redis.call('DEL', lease) end
 local end_key, size, ins, smp, del = counters()
 if not can_sample(ins, smp, del, batch) then return {'WAIT'} end
 local fields = {}
-for b = 1, batch do fields[b] = string.format('%d', numbers[b]) end
+for b = 1, batch do fields[b] = numbers[b] end
 local got = spread('HMGET', rows, fields)
 redis.call('HINCRBY', state, 'samples', batch)
 redis.call('HINCRBY', state, 'sample_batches', 1)
