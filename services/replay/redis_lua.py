@@ -27,9 +27,12 @@ Keys (``P`` = ``actorq:{TABLE}:``; the braces keep them in one cluster slot):
 - ``P lease`` string (prioritized): held for a moment by a sampler that
   fell behind (see SAMPLE_PRIORITIZED); expires by itself.
 
-Uniform sampling happens in the script: the replica sends uniform numbers,
-the script turns them into slots (``uniform_offsets``) and reads the rows.
-Prioritized sampling: the sum tree over ``leaves`` is not stored; every
+Sampling draws keys in the replica, and the script only checks that the
+table is still in the state they were drawn for, and counts the batch; an
+HMGET queued after it in the same MULTI/EXEC reads the rows, so no row passes
+through Lua (about 1 us a row). Uniform: keys ``first + uniform_offsets(u,
+size)`` for the live range last seen; if it moved, the script says where
+(MOVED) and the replica draws again from the same numbers. Prioritized: the sum tree over ``leaves`` is not stored; every
 replica builds it (``sampler.SumTree``, numpy) and keeps it in step through
 the ``changes`` log. A replica draws slots from its tree at version v, and
 the script serves them only if the table is still at version v; otherwise
@@ -168,7 +171,7 @@ local rb = tonumber(redis.call('HGET', meta, 'row_bytes'))
 local blob = ARGV[11]
 local fields = {}
 for i = 0, n - 1 do
-  fields[#fields + 1] = string.format('%d', (end_key + i) % cap)  -- str(slot) in Python
+  fields[#fields + 1] = (end_key + i) % cap  -- Redis writes an integral number as its digits
   fields[#fields + 1] = string.sub(blob, i * rb + 1, (i + 1) * rb)
 end
 spread('HSET', rows, fields)
@@ -194,44 +197,32 @@ return {'OK', size, version, end_key + n, unpack(change)}
 """
 )
 
-# Read ``batch`` packed float64 from ARGV[9]: uniform numbers or slots.
-_READ_NUMBERS = """
-local batch = tonumber(ARGV[8])
-local numbers = {}
-for i = 1, batch, 500 do
-  local k = math.min(500, batch - i + 1)
-  local v = {struct.unpack('<' .. string.rep('d', k), ARGV[9], (i - 1) * 8 + 1)}
-  for j = 1, k do numbers[i + j - 1] = v[j] end
-end
-"""
-
-# Uniform. ARGV[8] batch size, [9] that many uniform numbers in [0, 1).
-# Reply: {'OK', first key, size, rows} (the caller computes the keys from
-# the same numbers) | {'WAIT'} | {'SETTINGS', stored}.
+# Uniform. ARGV[8] batch size, [9] the first key and [10] the size the caller
+# drew its keys for (``uniform_offsets`` of its numbers). The caller reads the
+# rows with an HMGET queued right after this script in the same MULTI/EXEC, so
+# Lua never touches a row (each row through Lua cost about 1 us).
+# Reply: {'OK'} (the HMGET's rows are the batch) | {'MOVED', first, size} (the
+# table moved on since: draw again for these) | {'WAIT'} | {'SETTINGS', stored}.
 SAMPLE_UNIFORM = (
     PRELUDE
-    + _READ_NUMBERS
     + """
+local batch = tonumber(ARGV[8])
 local end_key, size, ins, smp, del = counters()
-if not can_sample(ins, smp, del, batch) then return {'WAIT'} end
+if size == 0 or not can_sample(ins, smp, del, batch) then return {'WAIT'} end
 local first = end_key - size
-local fields = {}
-for b = 1, batch do
-  -- uniform_offsets
-  local off = math.floor(numbers[b] * size)
-  if off > size - 1 then off = size - 1 end
-  fields[b] = (first + off) % cap  -- Redis writes an integral number as its digits
+if first ~= tonumber(ARGV[9]) or size ~= tonumber(ARGV[10]) then
+  return {'MOVED', first, size}
 end
-local got = spread('HMGET', rows, fields)
 redis.call('HINCRBY', state, 'samples', batch)
 redis.call('HINCRBY', state, 'sample_batches', 1)
-return {'OK', first, size, table.concat(got)}
+return {'OK'}
 """
 )
 
-# Prioritized. ARGV[8] batch size, [9] the slots the caller drew (float64)
-# from its tree at [10] epoch, [11] version; [12] a lease token, or '' for
-# none. Reply: {'OK', rows} | {'STALE', changes} (the log entries after its
+# Prioritized. ARGV[8] batch size, drawn by the caller from its tree at [9]
+# epoch, [10] version; [11] a lease token, or '' for none. As for uniform, the
+# caller reads the drawn slots' rows with an HMGET right after, in the same
+# MULTI/EXEC. Reply: {'OK'} (the HMGET's rows are the batch) | {'STALE', changes} (the log entries after its
 # version: apply, draw again) | {'RELOAD'} (too far behind, or a new table:
 # load SNAPSHOT) | {'WAIT'} | {'SETTINGS', stored}.
 #
@@ -241,9 +232,9 @@ return {'OK', first, size, table.concat(got)}
 # served. Without it, a sampler could redraw forever behind a stream of commits.
 SAMPLE_PRIORITIZED = (
     PRELUDE
-    + _READ_NUMBERS
     + """
-local token = ARGV[12]
+local batch = tonumber(ARGV[8])
+local token = ARGV[11]
 local holder = redis.call('GET', lease)
 local held = holder and token ~= '' and holder == token
 local function behind(reply)
@@ -252,8 +243,8 @@ local function behind(reply)
 end
 local epoch = redis.call('HGET', meta, 'epoch')
 local version = tonumber(redis.call('HGET', state, 'version'))
-local mine = tonumber(ARGV[11])
-if ARGV[10] ~= epoch or mine > version then return behind({'RELOAD'}) end
+local mine = tonumber(ARGV[10])
+if ARGV[9] ~= epoch or mine > version then return behind({'RELOAD'}) end
 if mine < version then
   if version - mine > CHANGES_PER_REPLY then return behind({'RELOAD'}) end
   local missed = redis.call('XRANGE', changes, (mine + 1) .. '-1', '+')
@@ -262,13 +253,10 @@ if mine < version then
 end
 if held then redis.call('DEL', lease) end
 local end_key, size, ins, smp, del = counters()
-if not can_sample(ins, smp, del, batch) then return {'WAIT'} end
-local fields = {}
-for b = 1, batch do fields[b] = numbers[b] end
-local got = spread('HMGET', rows, fields)
+if size == 0 or not can_sample(ins, smp, del, batch) then return {'WAIT'} end
 redis.call('HINCRBY', state, 'samples', batch)
 redis.call('HINCRBY', state, 'sample_batches', 1)
-return {'OK', table.concat(got)}
+return {'OK'}
 """
 )
 
