@@ -31,8 +31,9 @@ Sampling draws keys in the replica, and the script only checks that the
 table is still in the state they were drawn for, and counts the batch; an
 HMGET queued after it in the same MULTI/EXEC reads the rows, so no row passes
 through Lua (about 1 us a row). Uniform: keys ``first + uniform_offsets(u,
-size)`` for the live range last seen; if it moved, the script says where
-(MOVED) and the replica draws again from the same numbers. Prioritized: the sum tree over ``leaves`` is not stored; every
+size)`` for the live range last seen; if inserts moved it, the script
+draws from the same numbers itself and sends the rows (MOVED; one round trip
+either way). Prioritized: the sum tree over ``leaves`` is not stored; every
 replica builds it (``sampler.SumTree``, numpy) and keeps it in step through
 the ``changes`` log. A replica draws slots from its tree at version v, and
 the script serves them only if the table is still at version v; otherwise
@@ -198,24 +199,34 @@ return {'OK', size, version, end_key + n, unpack(change)}
 )
 
 # Uniform. ARGV[8] batch size, [9] the first key and [10] the size the caller
-# drew its keys for (``uniform_offsets`` of its numbers). The caller reads the
-# rows with an HMGET queued right after this script in the same MULTI/EXEC, so
-# Lua never touches a row (each row through Lua cost about 1 us).
-# Reply: {'OK'} (the HMGET's rows are the batch) | {'MOVED', first, size} (the
-# table moved on since: draw again for these) | {'WAIT'} | {'SETTINGS', stored}.
+# drew its keys for, [11] its uniform numbers (float64). If the live range is
+# still that one, the rows come from an HMGET the caller queued right after
+# this script in the same MULTI/EXEC, so no row passes through Lua (about 1 us
+# a row); if inserts moved it, the script draws from the same numbers
+# (``uniform_offsets``) and reads the rows itself, saving a second round trip.
+# Reply: {'OK'} (the HMGET's rows are the batch) | {'MOVED', first, size, rows}
+# | {'WAIT'} | {'SETTINGS', stored}.
 SAMPLE_UNIFORM = (
     PRELUDE
     + """
 local batch = tonumber(ARGV[8])
 local end_key, size, ins, smp, del = counters()
 if size == 0 or not can_sample(ins, smp, del, batch) then return {'WAIT'} end
-local first = end_key - size
-if first ~= tonumber(ARGV[9]) or size ~= tonumber(ARGV[10]) then
-  return {'MOVED', first, size}
-end
 redis.call('HINCRBY', state, 'samples', batch)
 redis.call('HINCRBY', state, 'sample_batches', 1)
-return {'OK'}
+local first = end_key - size
+if first == tonumber(ARGV[9]) and size == tonumber(ARGV[10]) then return {'OK'} end
+local fields = {}
+for i = 1, batch, 500 do
+  local k = math.min(500, batch - i + 1)
+  local u = {struct.unpack('<' .. string.rep('d', k), ARGV[11], (i - 1) * 8 + 1)}
+  for j = 1, k do
+    local off = math.floor(u[j] * size)  -- uniform_offsets
+    if off > size - 1 then off = size - 1 end
+    fields[i + j - 1] = (first + off) % cap  -- Redis writes an integral number as its digits
+  end
+end
+return {'MOVED', first, size, table.concat(spread('HMGET', rows, fields))}
 """
 )
 

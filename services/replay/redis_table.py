@@ -451,22 +451,24 @@ class RedisTable:
     def _draw_uniform(self, u: np.ndarray) -> SampledBatch | None:
         """One uniform batch, None if the limiter says wait.
 
-        Keys are drawn here for the live range last seen; the script serves
-        them only if the range is still that one (else it says where it moved,
-        and we draw again), and the rows come from an HMGET in the same
-        MULTI/EXEC. So a batch is drawn from the table as it is, as if inside
-        the script, without one row passing through Lua.
+        Keys are drawn here for the live range last seen and their rows read
+        by an HMGET in the same MULTI/EXEC as the script; if inserts moved the
+        range meanwhile, the script draws from the same numbers and sends the
+        rows itself (MOVED). Either way the batch is drawn from the table as it
+        is, as if inside the script.
         """
-        while True:
-            first, size = self._live_range
-            keys = first + uniform_offsets(u, max(size, 1))
-            reply, rows = self._run_then_read("SAMPLE_UNIFORM", keys, len(u), first, size)
-            if reply[0] == b"WAIT":
-                return None
-            if reply[0] == b"MOVED":
-                self._live_range = (int(reply[1]), int(reply[2]))
-                continue
-            return SampledBatch(self._unpack(rows, len(u)), keys, np.ones(len(u), np.float32))
+        first, size = self._live_range
+        keys = first + uniform_offsets(u, max(size, 1))
+        reply, rows = self._run_then_read(
+            "SAMPLE_UNIFORM", keys, len(u), first, size, u.astype("<f8").tobytes()
+        )
+        if reply[0] == b"WAIT":
+            return None
+        if reply[0] == b"MOVED":
+            first, size, rows = int(reply[1]), int(reply[2]), reply[3]
+            self._live_range = (first, size)
+            keys = first + uniform_offsets(u, size)
+        return SampledBatch(self._unpack(rows, len(u)), keys, np.ones(len(u), np.float32))
 
     def _run_then_read(self, name: str, keys: np.ndarray, *args: Any) -> tuple[list[Any], bytes]:
         """Run a sample script and HMGET the rows of keys in one MULTI/EXEC:
