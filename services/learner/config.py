@@ -54,8 +54,9 @@ class LearnerConfig:
     )
     max_pending_priorities: int = opt(
         65_536,
-        "priorities waiting to be sent to the replay at most; past that the oldest are "
-        "dropped (and counted) so a slow replay never holds up the update step",
+        "priorities waiting to be sent to the replay at most (keep it above the batch "
+        "size); past that the oldest updates are dropped (and counted) so a slow replay "
+        "never holds up the update step",
     )
     dqn: DQNConfig = field(default_factory=DQNConfig)
     d4pg: D4PGConfig = field(default_factory=D4PGConfig)
@@ -93,10 +94,9 @@ class LearnerConfig:
             raise ConfigError(
                 f"priority_epsilon must be a positive number, got {self.priority_epsilon}"
             )
-        if self.max_pending_priorities < self.batch_size:
+        if self.max_pending_priorities < 1:
             raise ConfigError(
-                f"max_pending_priorities {self.max_pending_priorities} is below one batch "
-                f"({self.batch_size}); every update's priorities would be dropped"
+                f"max_pending_priorities must be at least 1, got {self.max_pending_priorities}"
             )
 
     @property
