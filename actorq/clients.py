@@ -123,12 +123,19 @@ class ReplayClient:
         )
         return SampleStream(call)
 
-    def update_priorities(self, keys: np.ndarray, priorities: np.ndarray) -> int:
+    def update_priorities(
+        self, keys: np.ndarray, priorities: np.ndarray, timeout: float | None = None
+    ) -> int:
+        """Set the priorities of sampled items; returns how many were still live.
+
+        Raises grpc.RpcError (FAILED_PRECONDITION: the replay samples uniformly).
+        """
         resp = self._stub.UpdatePriorities(
             replay_pb2.UpdatePrioritiesRequest(
                 keys=tensor.to_proto(keys.astype(np.int64), "keys"),
                 priorities=tensor.to_proto(priorities.astype(np.float32), "priorities"),
-            )
+            ),
+            timeout=timeout,
         )
         return int(resp.updated)
 

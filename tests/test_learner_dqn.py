@@ -126,6 +126,31 @@ def test_importance_weights_scale_each_transitions_loss() -> None:
     )
 
 
+def test_weighted_loss_is_the_mean_of_weight_times_huber_per_transition() -> None:
+    agent = DQN(4, 2, DQNConfig(hidden_sizes=[8], huber_delta=1.0), seed=2)
+    t = make_batch(16, discount=0.0)
+    t.reward *= 4  # both sides of delta
+    q = forward_np(agent.online, t.obs)[np.arange(16), t.action]
+    err = np.abs(t.reward.astype(np.float64) - q)
+    huber = np.where(err <= 1.0, 0.5 * err**2, err - 0.5)
+    weights = np.linspace(0.1, 1.0, 16).astype(np.float32)
+    metrics = agent.update(t, weights=weights)
+    assert metrics["loss"] == pytest.approx((weights * huber).mean(), rel=1e-5)
+
+
+def test_update_leaves_each_transitions_td_error_before_the_step() -> None:
+    agent = DQN(4, 2, DQNConfig(hidden_sizes=[8]), seed=4)
+    assert agent.last_td_abs is None
+    t = make_batch(16, discount=0.9)
+    batch = Batch.from_transitions(t)
+    q = forward_np(agent.online, t.obs)[np.arange(16), t.action]
+    expected = np.abs(agent.td_target(batch).numpy() - q)
+    agent.update(batch, weights=np.full(16, 0.5, np.float32))  # weights scale loss, not TD
+    assert agent.last_td_abs is not None
+    assert agent.last_td_abs.dtype == np.float32 and agent.last_td_abs.shape == (16,)
+    np.testing.assert_allclose(agent.last_td_abs, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_zero_importance_weights_leave_the_network_unchanged() -> None:
     agent = DQN(4, 2, DQNConfig(hidden_sizes=[8]))
     before = params(agent.online)

@@ -154,6 +154,43 @@ def test_learner_trains_on_replay_and_publishes_fp32_and_int8_versions(
     assert artifacts["int8"].quantization.calibration_source == "replay"
 
 
+def test_learner_on_a_uniform_replay_sends_no_priorities(
+    stack: dict[str, ServiceProcess], start_learner: Callable[..., Learner]
+) -> None:
+    learner = start_learner(learner_args(stack))
+    st = learner.wait(lambda s: s.learner_steps >= 50, "50 learner steps")
+    assert st.priorities_sent == 0 and st.priorities_dropped == 0
+
+
+def test_learner_writes_td_error_priorities_back_to_a_prioritized_replay(
+    stack: dict[str, ServiceProcess],
+    service_factory: Callable[..., ServiceProcess],
+    start_learner: Callable[..., Learner],
+) -> None:
+    replay = service_factory(
+        "replay", ["--sampler", "prioritized", "--min-size-to-sample", "64", "--seed", "1"]
+    )
+    with channel(replay.address) as ch:
+        client = ReplayClient(ch)
+        client.insert([transitions(2000, seed=3)])
+        # Every item starts at the same (largest) priority: all weights are exactly 1.
+        fresh = next(iter(client.sample_stream(256, num_batches=1)))
+        assert (fresh.weights == 1.0).all()
+
+        args = learner_args(stack)
+        args[args.index("--replay-address") + 1] = replay.address
+        learner = start_learner(args)
+        st = learner.wait(
+            lambda s: s.learner_steps >= 100 and s.priorities_sent >= 32 * 50,
+            "100 learner steps and their priorities sent",
+        )
+        assert st.priorities_dropped == 0
+        # The TD errors differ item by item, so now the importance weights do too.
+        trained = next(iter(client.sample_stream(256, num_batches=1)))
+    assert len(np.unique(trained.weights)) > 10
+    assert trained.weights.max() == pytest.approx(1.0) and trained.weights.min() < 0.9
+
+
 def test_sigterm_writes_a_checkpoint_that_a_restarted_learner_resumes_from(
     stack: dict[str, ServiceProcess],
     quantizer: QuantizerClient,

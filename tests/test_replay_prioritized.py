@@ -222,6 +222,26 @@ def test_both_stores_draw_the_same_keys_and_weights_from_one_seed(redis_url: str
         np.testing.assert_array_equal(a, b)
 
 
+def test_redis_uniform_batches_hold_live_keys_and_their_rows_whether_or_not_inserts_moved(
+    redis_url: str,
+) -> None:
+    # Redis draws uniform keys in the replica for the live range it last saw (rows read
+    # by an HMGET after the script); a batch after inserts moved the range is drawn in
+    # the script instead. Both must give live keys with their own rows.
+    for make in _factory(redis_url):
+        table = make(capacity=100, seed=3, sampler="uniform")
+        for i in range(5):
+            table.insert([chunk(30, start=30 * i)])  # wraps the ring from the 4th on
+            end = 30 * (i + 1)
+            for batch in (table.sample(32), table.sample(32)):  # moved, then not
+                assert batch.keys.min() >= max(0, end - 100) and batch.keys.max() < end
+                # obs[:, 0] counts the keys up: every row is the one its key names.
+                np.testing.assert_array_equal(
+                    batch.columns["obs"][:, 0], batch.keys.astype(np.float32)
+                )
+                np.testing.assert_array_equal(batch.columns["next_obs"], batch.columns["obs"] + 1)
+
+
 def test_uniform_sampling_refuses_priority_updates_in_both_stores(make_table: MakeTable) -> None:
     table = make_table(sampler="uniform")
     table.insert([chunk(2)])

@@ -95,6 +95,18 @@ def test_stats_report_counts_settings_and_actors(client: ReplayClient, size: int
     assert abs(stats.actor_last_seen_unix["actor-stats"] - time.time()) < 30
 
 
+def test_a_prefetching_sample_stream_draws_no_more_than_the_asked_batches(
+    client: ReplayClient, size: int
+) -> None:
+    # Each stream draws sample_prefetch (default 2) batches ahead, but never past
+    # num_batches: the table counts exactly what was asked for.
+    before = client.stats()
+    assert len(list(client.sample_stream(batch_size=16, num_batches=5))) == 5
+    after = client.stats()
+    assert after.sample_batches - before.sample_batches == 5
+    assert after.sampled - before.sampled == 5 * 16
+
+
 def test_sample_stream_sends_the_asked_number_of_batches(client: ReplayClient, size: int) -> None:
     batches = list(client.sample_stream(batch_size=32, num_batches=3))
     assert len(batches) == 3

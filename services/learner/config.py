@@ -48,6 +48,17 @@ class LearnerConfig:
     seed: int = opt(0, "seed of the network initialisation")
     torch_threads: int = opt(1, "torch intra-op threads for the update step")
     prefetch: int = opt(4, "sampled batches kept ready ahead of the update step")
+    priority_epsilon: float = opt(
+        1e-3,
+        "added to |TD error| to make a new priority, so no transition's chance of "
+        "being sampled drops to zero (prioritized replay only)",
+    )
+    max_pending_priorities: int = opt(
+        65_536,
+        "priorities waiting to be sent to the replay at most (keep it above the batch "
+        "size); past that the oldest updates are dropped (and counted) so a slow replay "
+        "never holds up the update step",
+    )
     dqn: DQNConfig = field(default_factory=DQNConfig)
     d4pg: D4PGConfig = field(default_factory=D4PGConfig)
 
@@ -80,6 +91,14 @@ class LearnerConfig:
             raise ConfigError(f"torch_threads must be at least 1, got {self.torch_threads}")
         if self.prefetch < 1:
             raise ConfigError(f"prefetch must be at least 1 batch, got {self.prefetch}")
+        if not (np.isfinite(self.priority_epsilon) and self.priority_epsilon > 0):
+            raise ConfigError(
+                f"priority_epsilon must be a positive number, got {self.priority_epsilon}"
+            )
+        if self.max_pending_priorities < 1:
+            raise ConfigError(
+                f"max_pending_priorities must be at least 1, got {self.max_pending_priorities}"
+            )
 
     @property
     def batch_size(self) -> int:

@@ -347,6 +347,8 @@ class D4PG:
             self.critic.parameters(), lr=cfg.critic_lr, eps=cfg.adam_eps, fused=True
         )
         self.steps = 0  # completed updates ("learner steps")
+        # D4PG samples uniformly (as in Acme), so it sends no priorities back.
+        self.last_td_abs: np.ndarray | None = None
 
     def target_distribution(self, batch: ContinuousBatch) -> torch.Tensor:
         """Projected n-step target probabilities [B, num_atoms], with no gradient."""

@@ -9,7 +9,9 @@ target is
 where ``discount = gamma**k * (1 - terminated)`` was computed by the actor and
 ``a*`` is chosen by the online network (double DQN) or by the target network
 (vanilla DQN). The loss is the Huber loss between Q_online(obs, action) and y,
-weighted per transition when the replay hands out importance weights.
+weighted per transition when the replay hands out importance weights
+(prioritized replay), and each update leaves the per-transition |y - Q| in
+``last_td_abs``: the learner sends it back to the replay as new priorities.
 """
 
 from __future__ import annotations
@@ -185,6 +187,9 @@ class DQN:
             self.online.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True
         )
         self.steps = 0  # completed updates ("learner steps")
+        # |TD error| of each transition of the latest update (float32 [batch]), taken
+        # before the step: the new priorities for prioritized replay.
+        self.last_td_abs: np.ndarray | None = None
 
     def td_target(self, batch: Batch) -> torch.Tensor:
         """y = reward + discount * Q_target(next_obs, a*), with no gradient."""
@@ -201,7 +206,8 @@ class DQN:
         """One gradient step on a batch; returns its loss, mean Q and mean |TD error|.
 
         ``weights`` (or ``batch.weights``) are per-transition importance weights
-        (prioritized replay); None weighs every transition 1.
+        (prioritized replay); None weighs every transition 1. The loss is the
+        mean of weight * Huber loss over the batch. Sets ``last_td_abs`` to the batch's per-transition |TD error|.
         """
         if isinstance(batch, Transitions):
             batch = Batch.from_transitions(batch, weights)
@@ -230,10 +236,12 @@ class DQN:
             self.update_target()
 
         with torch.no_grad():
+            td_abs = (target - q).abs()
+            self.last_td_abs = td_abs.numpy().astype(np.float32, copy=True)
             return {
                 "loss": float(loss),
                 "mean_q": float(q.mean()),
-                "td_abs": float((target - q).abs().mean()),
+                "td_abs": float(td_abs.mean()),
             }
 
     def update_target(self) -> None:

@@ -45,6 +45,9 @@ class Agent(Protocol):
 
     steps: int
     obs_dim: int
+    # Per-transition |TD error| of the latest update, or None if the agent sends
+    # no priorities back (D4PG samples uniformly).
+    last_td_abs: np.ndarray | None
 
     def update(self, batch: Transitions, weights: np.ndarray | None = None) -> dict[str, float]: ...
 
@@ -87,6 +90,8 @@ class Learner:
         self.mean_q = 0.0
         self.td_abs = 0.0
         self.transitions_sampled = 0
+        # (keys, priorities) the latest train_step produced for prioritized replay.
+        self.new_priorities: tuple[np.ndarray, np.ndarray] | None = None
         # Policy version the quantizer last accepted when the checkpoint was written.
         self.resumed_version = 0
         self.resumed_from_step = 0
@@ -107,16 +112,27 @@ class Learner:
         return self.agent.steps
 
     def train_step(self, sampled: SampledBatch | Transitions) -> dict[str, float]:
-        """One update on a sampled batch (replay importance weights included)."""
+        """One update on a sampled batch (replay importance weights included).
+
+        Afterwards ``new_priorities`` holds (keys, |TD error| + priority_epsilon)
+        for the batch's items when the batch came with keys and the agent
+        computes priorities; otherwise None.
+        """
         if isinstance(sampled, SampledBatch):
-            transitions, weights = sampled.transitions, sampled.weights
+            transitions, weights, keys = sampled.transitions, sampled.weights, sampled.keys
         else:
-            transitions, weights = sampled, None
+            transitions, weights, keys = sampled, None, None
         # Counted before the step count moves, so a status read never shows fewer
         # transitions than steps * batch size.
         self.transitions_sampled += len(transitions)
         with self._lock:
             metrics = self.agent.update(transitions, weights)
+            td_abs = self.agent.last_td_abs
+        self.new_priorities = (
+            None
+            if keys is None or td_abs is None
+            else (keys, td_abs + np.float32(self.cfg.priority_epsilon))
+        )
         self.loss, self.mean_q, self.td_abs = metrics["loss"], metrics["mean_q"], metrics["td_abs"]
         self._remember(np.asarray(transitions.obs, np.float32))
         return metrics

@@ -1,4 +1,4 @@
-"""The learner's threads: the training loop and the publisher.
+"""The learner's threads: the training loop, the publisher and the priority writer.
 
 Training loop: wait for the quantizer, publish version 1 (the starting
 weights, so actors can act), wait for the replay, then
@@ -9,6 +9,15 @@ Publisher: ships the newest snapshot to the quantizer on its own thread. At
 most one publish is in flight; a snapshot handed over meanwhile replaces any
 older one still waiting, so the quantizer always gets the newest weights and
 the update loop never waits on it.
+
+Priority writer: sends each update's new priorities (|TD error| + eps) to the
+replay on its own thread. Updates wait in a bounded queue; one UpdatePriorities
+call carries everything waiting, a key sampled twice meanwhile sent once with
+its newest priority. When the replay falls behind by more than
+max_pending_priorities, the oldest updates are dropped and counted: a stale
+priority only makes sampling less sharp, while waiting would stall learning.
+A replay that samples uniformly refuses the first call (FAILED_PRECONDITION)
+and the writer stops sending.
 
 An unreachable replay or quantizer is retried with backoff and logged once
 per outage. Errors that retrying cannot fix (the replay refuses our batch
@@ -26,6 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import grpc
+import numpy as np
 
 from actorq.clients import PrefetchingSampler, QuantizerClient, ReplayClient
 from actorq.rpc import wait_healthy
@@ -220,6 +230,141 @@ class Publisher:
                     self._cond.wait_for(lambda: self._stopping, retry_after)
 
 
+class PriorityWriter:
+    """Sends new priorities to the replay on its own thread; ``submit`` never blocks."""
+
+    def __init__(
+        self, client: ReplayClient, max_pending: int = 65_536, timeout_s: float = 10.0
+    ) -> None:
+        self._client = client
+        self.max_pending = max_pending
+        self.timeout_s = timeout_s
+        self.sent = 0  # priorities the replay accepted (live or not by then)
+        self.dropped = 0  # priorities dropped because the replay fell behind
+        self.failures = 0  # UpdatePriorities calls that failed
+        self.enabled = True  # False once the replay said it samples uniformly
+        # Oldest first; each entry one update's (keys, priorities).
+        self._pending: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
+        self._pending_count = 0
+        self._in_flight = False
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._failing = False  # log once per run of failures
+        self._thread = threading.Thread(target=self._run, name="priority-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, keys: np.ndarray, priorities: np.ndarray) -> None:
+        """Queue priorities for keys; drops (and counts) the oldest waiting past max_pending."""
+        with self._cond:
+            if not self.enabled:
+                return
+            self._push(keys, priorities, newest=True)
+            self._cond.notify_all()
+
+    def _push(self, keys: np.ndarray, priorities: np.ndarray, newest: bool) -> None:
+        """Under the lock: add an update (newest, or back at the old end after a failed
+        send), then drop the oldest until the bound holds."""
+        if newest:
+            self._pending.append((keys, priorities))
+        else:
+            self._pending.appendleft((keys, priorities))
+        self._pending_count += len(keys)
+        while self._pending_count > self.max_pending:
+            old_keys, _ = self._pending.popleft()
+            self._pending_count -= len(old_keys)
+            self.dropped += len(old_keys)
+
+    @property
+    def pending(self) -> int:
+        """Priorities waiting to be sent."""
+        with self._cond:
+            return self._pending_count
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until nothing waits or is in flight (or timeout); True if so."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: (not self._pending or not self.enabled) and not self._in_flight, timeout
+            )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop after the call in flight (waiting up to timeout for it); what still
+        waits is dropped: the learner is going away, and so, often, is the replay."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _take(self) -> tuple[np.ndarray, np.ndarray]:
+        """Under the lock: everything waiting, one priority per key (the newest)."""
+        keys = np.concatenate([k for k, _ in self._pending])
+        priorities = np.concatenate([p for _, p in self._pending])
+        self._pending.clear()
+        self._pending_count = 0
+        # np.unique keeps the first of equal keys: reverse so that is the newest.
+        keys, first = np.unique(keys[::-1], return_index=True)
+        return keys, priorities[::-1][first]
+
+    def _run(self) -> None:
+        backoff = Backoff()
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._pending) or self._stopping)
+                if self._stopping:
+                    return
+                keys, priorities = self._take()
+                self._in_flight = True
+            retry_after = 0.0
+            try:
+                self._client.update_priorities(keys, priorities, timeout=self.timeout_s)
+                self.sent += len(keys)
+                if self._failing:
+                    log.info("sending priorities to replay works again")
+                self._failing = False
+                backoff.reset()
+            except grpc.RpcError as err:
+                retry_after = self._failed(err, keys, priorities, backoff)
+            finally:
+                with self._cond:
+                    self._in_flight = False
+                    self._cond.notify_all()
+            if retry_after:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stopping, retry_after)
+
+    def _failed(
+        self, err: grpc.RpcError, keys: np.ndarray, priorities: np.ndarray, backoff: Backoff
+    ) -> float:
+        """Handle a failed send; returns seconds to wait before the next one."""
+        code = err.code()
+        if code == grpc.StatusCode.FAILED_PRECONDITION:
+            log.info("the replay samples uniformly (%s); not sending priorities", err.details())
+            with self._cond:
+                self.enabled = False
+                self._pending.clear()
+                self._pending_count = 0
+            return 0.0
+        self.failures += 1
+        transient = code in TRANSIENT
+        if not self._failing and not self._stopping:
+            log.warning(
+                "sending %d priorities to replay failed (%s); %s",
+                len(keys),
+                _describe(err),
+                "retrying" if transient else "dropping them",
+            )
+            self._failing = True
+        with self._cond:
+            if transient:  # older than anything submitted meanwhile
+                self._push(keys, priorities, newest=False)
+            else:
+                self.dropped += len(keys)
+        return backoff.next() if transient else 0.0
+
+
 class TrainingLoop:
     """Runs a Learner against a replay and a quantizer on a background thread."""
 
@@ -237,6 +382,7 @@ class TrainingLoop:
         self.publisher = Publisher(
             quantizer, learner.agent.network_spec(), cfg.precisions, learner.resumed_version
         )
+        self.priorities = PriorityWriter(replay, cfg.max_pending_priorities)
         self.state = "starting"
         self.error = ""
         self.rate = RateMeter()
@@ -252,6 +398,7 @@ class TrainingLoop:
 
     def start(self) -> None:
         self.publisher.start()
+        self.priorities.start()
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -260,6 +407,7 @@ class TrainingLoop:
         if self._thread.is_alive():
             self._thread.join(timeout)
         self.publisher.stop(timeout=timeout / 3)
+        self.priorities.stop(timeout=timeout / 6)
         self.learner.save_checkpoint(self.publisher.version)
         if not self.failed:
             self.state = "stopped"
@@ -327,6 +475,8 @@ class TrainingLoop:
                     raise LearnerFailure(
                         f"replay sent a batch this learner cannot use: {err}"
                     ) from None
+                if self.learner.new_priorities is not None:
+                    self.priorities.submit(*self.learner.new_priorities)
                 self.state = "training"
                 steps = self.learner.steps
                 self.rate.add(steps)
@@ -439,6 +589,8 @@ class TrainingLoop:
             resumed_from_step=lr.resumed_from_step,
             error=self.error,
             transitions_sampled=lr.transitions_sampled,
+            priorities_sent=self.priorities.sent,
+            priorities_dropped=self.priorities.dropped,
         )
 
 

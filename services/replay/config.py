@@ -82,6 +82,12 @@ class ReplayConfig:
         5.0,
         "seconds to connect to Redis or wait for one reply before the call fails with UNAVAILABLE",
     )
+    sample_prefetch: int = opt(
+        2,
+        "batches each Sample stream draws ahead of the one being sent, on a thread of "
+        "its own, so drawing (a Redis round trip) overlaps encoding and sending; they "
+        "count as sampled when drawn. 0: draw each batch only when it is sent",
+    )
     max_workers: int = opt(
         64,
         "gRPC handler threads; every Insert waiting on the rate limiter and every open "
@@ -123,6 +129,10 @@ class ReplayConfig:
             )
         if not (math.isfinite(self.redis_timeout_s) and self.redis_timeout_s > 0):
             raise ConfigError(f"redis_timeout_s must be > 0 seconds, got {self.redis_timeout_s}")
+        if not 0 <= self.sample_prefetch <= 64:
+            raise ConfigError(
+                f"sample_prefetch must be in 0..64 batches, got {self.sample_prefetch}"
+            )
         if self.max_workers < 4:
             raise ConfigError(
                 f"max_workers must be at least 4 (an insert, a sample stream, stats, "

@@ -27,9 +27,13 @@ Keys (``P`` = ``actorq:{TABLE}:``; the braces keep them in one cluster slot):
 - ``P lease`` string (prioritized): held for a moment by a sampler that
   fell behind (see SAMPLE_PRIORITIZED); expires by itself.
 
-Uniform sampling happens in the script: the replica sends uniform numbers,
-the script turns them into slots (``uniform_offsets``) and reads the rows.
-Prioritized sampling: the sum tree over ``leaves`` is not stored; every
+Sampling draws keys in the replica, and the script only checks that the
+table is still in the state they were drawn for, and counts the batch; an
+HMGET queued after it in the same MULTI/EXEC reads the rows, so no row passes
+through Lua (about 1 us a row). Uniform: keys ``first + uniform_offsets(u,
+size)`` for the live range last seen; if inserts moved it, the script
+draws from the same numbers itself and sends the rows (MOVED; one round trip
+either way). Prioritized: the sum tree over ``leaves`` is not stored; every
 replica builds it (``sampler.SumTree``, numpy) and keeps it in step through
 the ``changes`` log. A replica draws slots from its tree at version v, and
 the script serves them only if the table is still at version v; otherwise
@@ -108,6 +112,12 @@ end
 
 -- redis.call(cmd, key, args...) in calls of at most ARGS_PER_CALL arguments.
 local function spread(cmd, key, args)
+  if #args == 0 then return {{}} end
+  if #args <= ARGS_PER_CALL then  -- one call: its reply as is, no copy per row
+    local part = redis.call(cmd, key, unpack(args))
+    if type(part) == 'table' then return part end
+    return {{}}
+  end
   local replies = {{}}
   for i = 1, #args, ARGS_PER_CALL do
     local part = redis.call(cmd, key, unpack(args, i, math.min(i + ARGS_PER_CALL - 1, #args)))
@@ -162,7 +172,7 @@ local rb = tonumber(redis.call('HGET', meta, 'row_bytes'))
 local blob = ARGV[11]
 local fields = {}
 for i = 0, n - 1 do
-  fields[#fields + 1] = string.format('%d', (end_key + i) % cap)  -- str(slot) in Python
+  fields[#fields + 1] = (end_key + i) % cap  -- Redis writes an integral number as its digits
   fields[#fields + 1] = string.sub(blob, i * rb + 1, (i + 1) * rb)
 end
 spread('HSET', rows, fields)
@@ -188,44 +198,42 @@ return {'OK', size, version, end_key + n, unpack(change)}
 """
 )
 
-# Read ``batch`` packed float64 from ARGV[9]: uniform numbers or slots.
-_READ_NUMBERS = """
-local batch = tonumber(ARGV[8])
-local numbers = {}
-for i = 1, batch, 500 do
-  local k = math.min(500, batch - i + 1)
-  local v = {struct.unpack('<' .. string.rep('d', k), ARGV[9], (i - 1) * 8 + 1)}
-  for j = 1, k do numbers[i + j - 1] = v[j] end
-end
-"""
-
-# Uniform. ARGV[8] batch size, [9] that many uniform numbers in [0, 1).
-# Reply: {'OK', first key, size, rows} (the caller computes the keys from
-# the same numbers) | {'WAIT'} | {'SETTINGS', stored}.
+# Uniform. ARGV[8] batch size, [9] the first key and [10] the size the caller
+# drew its keys for, [11] its uniform numbers (float64). If the live range is
+# still that one, the rows come from an HMGET the caller queued right after
+# this script in the same MULTI/EXEC, so no row passes through Lua (about 1 us
+# a row); if inserts moved it, the script draws from the same numbers
+# (``uniform_offsets``) and reads the rows itself, saving a second round trip.
+# Reply: {'OK'} (the HMGET's rows are the batch) | {'MOVED', first, size, rows}
+# | {'WAIT'} | {'SETTINGS', stored}.
 SAMPLE_UNIFORM = (
     PRELUDE
-    + _READ_NUMBERS
     + """
+local batch = tonumber(ARGV[8])
 local end_key, size, ins, smp, del = counters()
-if not can_sample(ins, smp, del, batch) then return {'WAIT'} end
-local first = end_key - size
-local fields = {}
-for b = 1, batch do
-  -- uniform_offsets
-  local off = math.floor(numbers[b] * size)
-  if off > size - 1 then off = size - 1 end
-  fields[b] = string.format('%d', (first + off) % cap)
-end
-local got = spread('HMGET', rows, fields)
+if size == 0 or not can_sample(ins, smp, del, batch) then return {'WAIT'} end
 redis.call('HINCRBY', state, 'samples', batch)
 redis.call('HINCRBY', state, 'sample_batches', 1)
-return {'OK', first, size, table.concat(got)}
+local first = end_key - size
+if first == tonumber(ARGV[9]) and size == tonumber(ARGV[10]) then return {'OK'} end
+local fields = {}
+for i = 1, batch, 500 do
+  local k = math.min(500, batch - i + 1)
+  local u = {struct.unpack('<' .. string.rep('d', k), ARGV[11], (i - 1) * 8 + 1)}
+  for j = 1, k do
+    local off = math.floor(u[j] * size)  -- uniform_offsets
+    if off > size - 1 then off = size - 1 end
+    fields[i + j - 1] = (first + off) % cap  -- Redis writes an integral number as its digits
+  end
+end
+return {'MOVED', first, size, table.concat(spread('HMGET', rows, fields))}
 """
 )
 
-# Prioritized. ARGV[8] batch size, [9] the slots the caller drew (float64)
-# from its tree at [10] epoch, [11] version; [12] a lease token, or '' for
-# none. Reply: {'OK', rows} | {'STALE', changes} (the log entries after its
+# Prioritized. ARGV[8] batch size, drawn by the caller from its tree at [9]
+# epoch, [10] version; [11] a lease token, or '' for none. As for uniform, the
+# caller reads the drawn slots' rows with an HMGET right after, in the same
+# MULTI/EXEC. Reply: {'OK'} (the HMGET's rows are the batch) | {'STALE', changes} (the log entries after its
 # version: apply, draw again) | {'RELOAD'} (too far behind, or a new table:
 # load SNAPSHOT) | {'WAIT'} | {'SETTINGS', stored}.
 #
@@ -235,9 +243,9 @@ return {'OK', first, size, table.concat(got)}
 # served. Without it, a sampler could redraw forever behind a stream of commits.
 SAMPLE_PRIORITIZED = (
     PRELUDE
-    + _READ_NUMBERS
     + """
-local token = ARGV[12]
+local batch = tonumber(ARGV[8])
+local token = ARGV[11]
 local holder = redis.call('GET', lease)
 local held = holder and token ~= '' and holder == token
 local function behind(reply)
@@ -246,8 +254,8 @@ local function behind(reply)
 end
 local epoch = redis.call('HGET', meta, 'epoch')
 local version = tonumber(redis.call('HGET', state, 'version'))
-local mine = tonumber(ARGV[11])
-if ARGV[10] ~= epoch or mine > version then return behind({'RELOAD'}) end
+local mine = tonumber(ARGV[10])
+if ARGV[9] ~= epoch or mine > version then return behind({'RELOAD'}) end
 if mine < version then
   if version - mine > CHANGES_PER_REPLY then return behind({'RELOAD'}) end
   local missed = redis.call('XRANGE', changes, (mine + 1) .. '-1', '+')
@@ -256,13 +264,10 @@ if mine < version then
 end
 if held then redis.call('DEL', lease) end
 local end_key, size, ins, smp, del = counters()
-if not can_sample(ins, smp, del, batch) then return {'WAIT'} end
-local fields = {}
-for b = 1, batch do fields[b] = string.format('%d', numbers[b]) end
-local got = spread('HMGET', rows, fields)
+if size == 0 or not can_sample(ins, smp, del, batch) then return {'WAIT'} end
 redis.call('HINCRBY', state, 'samples', batch)
 redis.call('HINCRBY', state, 'sample_batches', 1)
-return {'OK', table.concat(got)}
+return {'OK'}
 """
 )
 

@@ -232,6 +232,8 @@ class RedisTable:
         self._mirror = PriorityMirror(cfg.capacity if self.prioritized else 1)
         self._mirror_lock = threading.Lock()
         self._rng = np.random.default_rng(cfg.seed)
+        # (first key, size) of the live range as the last uniform draw found it.
+        self._live_range = (0, 0)
         self._signature: Signature | None = None
         # Local wake-ups (this replica's commits, samples, cancellations).
         self._cond = threading.Condition()
@@ -447,14 +449,58 @@ class RedisTable:
                 self._end_wait(waited)
 
     def _draw_uniform(self, u: np.ndarray) -> SampledBatch | None:
-        """One uniform batch drawn by the script, None if the limiter says wait."""
-        reply = self._run("SAMPLE_UNIFORM", len(u), u.astype("<f8").tobytes())
+        """One uniform batch, None if the limiter says wait.
+
+        Keys are drawn here for the live range last seen and their rows read
+        by an HMGET in the same MULTI/EXEC as the script; if inserts moved the
+        range meanwhile, the script draws from the same numbers and sends the
+        rows itself (MOVED). Either way the batch is drawn from the table as it
+        is, as if inside the script.
+        """
+        first, size = self._live_range
+        keys = first + uniform_offsets(u, max(size, 1))
+        reply, rows = self._run_then_read(
+            "SAMPLE_UNIFORM", keys, len(u), first, size, u.astype("<f8").tobytes()
+        )
         if reply[0] == b"WAIT":
             return None
-        _, first, size, rows = reply
-        # The script drew these offsets from the same numbers.
-        keys = int(first) + uniform_offsets(u, int(size))
-        return SampledBatch(self._unpack(rows, len(u)), keys, np.ones(len(u), dtype=np.float32))
+        if reply[0] == b"MOVED":
+            first, size, rows = int(reply[1]), int(reply[2]), reply[3]
+            self._live_range = (first, size)
+            keys = first + uniform_offsets(u, size)
+        return SampledBatch(self._unpack(rows, len(u)), keys, np.ones(len(u), np.float32))
+
+    def _run_then_read(self, name: str, keys: np.ndarray, *args: Any) -> tuple[list[Any], bytes]:
+        """Run a sample script and HMGET the rows of keys in one MULTI/EXEC:
+        (the script's reply, the rows packed back to back if it said OK)."""
+        script = self._scripts[name]
+        slots = (keys % self.capacity).tolist()
+        for attempt in (1, 2):
+            try:
+                pipe = self._redis.pipeline(transaction=True)
+                pipe.evalsha(script.sha, len(self._keys), *self._keys, *self._common, *args)
+                pipe.hmget(self._keys[KEY_NAMES.index("rows")], slots)
+                reply, rows = pipe.execute()
+                break
+            except redis.exceptions.NoScriptError:  # a restarted Redis forgot the scripts
+                if attempt == 2:
+                    raise
+                self._load_scripts()
+            except _REFUSED as err:
+                raise self._refused(err) from None
+            except _UNAVAILABLE as err:
+                raise self._unavailable(err) from None
+        self._reachable()
+        if reply[0] == b"SETTINGS":
+            raise self._mismatch(reply[1])
+        return list(reply), b"".join(rows) if reply[0] == b"OK" else b""
+
+    def _load_scripts(self) -> None:
+        try:
+            for script in self._scripts.values():
+                script.sha = self._redis.script_load(script.script)
+        except _UNAVAILABLE as err:
+            raise self._unavailable(err) from None
 
     def _draw(self, u: np.ndarray) -> SampledBatch | None:
         """One prioritized batch drawn from this replica's tree, served only if the
@@ -479,11 +525,12 @@ class RedisTable:
             if not loaded:
                 self._reload()
                 continue
-            slots = (keys % self.capacity).astype("<f8").tobytes()
-            reply = self._run("SAMPLE_PRIORITIZED", len(u), slots, epoch, version, token)
+            reply, rows = self._run_then_read(
+                "SAMPLE_PRIORITIZED", keys, len(u), epoch, version, token
+            )
             status = reply[0]
             if status == b"OK":
-                return SampledBatch(self._unpack(reply[1], len(u)), keys, weights)
+                return SampledBatch(self._unpack(rows, len(u)), keys, weights)
             if status == b"WAIT":
                 return None
             if status == b"STALE":

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import cast
 
 import grpc
 import numpy as np
@@ -104,8 +107,9 @@ def encode_batch(batch: SampledBatch) -> replay_pb2.SampleBatch:
 class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
     """Insert / Sample / UpdatePriorities / GetStats over a ``Table`` (memory or Redis)."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, sample_prefetch: int = 0) -> None:
         self._table = table
+        self._sample_prefetch = sample_prefetch
 
     def _abort(self, context: grpc.ServicerContext, rpc: str, err: Exception) -> None:
         code = _code(err)
@@ -165,16 +169,26 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
                 f"num_batches must be >= 0 (0 streams until cancelled), got {request.num_batches}",
             )
         context.add_callback(table.wake)
-        sent = 0
-        while request.num_batches == 0 or sent < request.num_batches:
-            try:
-                batch = table.sample(request.batch_size, should_continue=context.is_active)
-            except WaitAbandonedError:
-                return
-            except (ValueError, TableClosedError, *_STORE_ERRORS) as err:
-                self._abort(context, "Sample", err)
-            yield encode_batch(batch)
-            sent += 1
+        prefetched: _PrefetchedBatches | None = None
+        batches: Iterable[replay_pb2.SampleBatch | Exception]
+        if self._sample_prefetch:
+            prefetched = _PrefetchedBatches(
+                table, request, context.is_active, self._sample_prefetch
+            )
+            batches = prefetched
+        else:
+            batches = _drawn_batches(table, request, context.is_active)
+        try:
+            for item in batches:
+                if isinstance(item, WaitAbandonedError):
+                    return
+                if isinstance(item, Exception):
+                    self._abort(context, "Sample", item)
+                    return
+                yield item
+        finally:
+            if prefetched is not None:
+                prefetched.close()
 
     def UpdatePriorities(
         self, request: replay_pb2.UpdatePrioritiesRequest, context: grpc.ServicerContext
@@ -202,13 +216,90 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         return replay_pb2.ReplayStats(**dataclasses.asdict(stats))
 
 
+_SAMPLE_ERRORS = (ValueError, TableClosedError, WaitAbandonedError, *_STORE_ERRORS)
+
+
+def _drawn_batches(
+    table: Table, request: replay_pb2.SampleRequest, is_active: Callable[[], bool]
+) -> Iterator[replay_pb2.SampleBatch | Exception]:
+    """Encoded batches drawn one by one; ends with the error that stopped it, if any."""
+    sent = 0
+    while request.num_batches == 0 or sent < request.num_batches:
+        try:
+            batch = table.sample(request.batch_size, should_continue=is_active)
+        except _SAMPLE_ERRORS as err:
+            yield err
+            return
+        yield encode_batch(batch)
+        sent += 1
+
+
+class _PrefetchedBatches:
+    """``_drawn_batches`` run ``depth`` batches ahead on a thread of its own.
+
+    The thread blocks on Redis (or numpy) with the GIL released while the
+    gRPC thread serialises and sends the previous batch.
+    """
+
+    _END = object()
+
+    def __init__(
+        self,
+        table: Table,
+        request: replay_pb2.SampleRequest,
+        is_active: Callable[[], bool],
+        depth: int,
+    ) -> None:
+        self._table = table
+        self._stop = threading.Event()
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._source = _drawn_batches(
+            table, request, lambda: is_active() and not self._stop.is_set()
+        )
+        self._thread = threading.Thread(target=self._run, name="sample-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for item in self._source:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except Exception as err:  # a bug: hand it to the stream, which reports it
+            self._queue.put(err)
+            return
+        self._queue.put(self._END)
+
+    def __iter__(self) -> Iterator[replay_pb2.SampleBatch | Exception]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            yield cast(replay_pb2.SampleBatch | Exception, item)
+            if isinstance(item, Exception):
+                return
+
+    def close(self) -> None:
+        """Stop drawing (a draw waiting on the limiter gives up) and wait for the thread."""
+        self._stop.set()
+        self._table.wake()
+        self._thread.join(timeout=5.0)
+
+
 def build_server(
     cfg: ReplayConfig,
 ) -> tuple[grpc.Server, health.HealthServicer, Table, int]:
     """A bound (not yet started) replay server: (server, health, table, port)."""
     table = build_table(cfg, max_batch_bytes=MAX_MESSAGE_BYTES - _BATCH_HEADROOM_BYTES)
     server = make_server(max_workers=cfg.max_workers)
-    replay_pb2_grpc.add_ReplayServiceServicer_to_server(ReplayServicer(table), server)
+    replay_pb2_grpc.add_ReplayServiceServicer_to_server(
+        ReplayServicer(table, cfg.sample_prefetch), server
+    )
     health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
     port = bind(server, cfg.host, cfg.port)
     return server, health_servicer, table, port

@@ -17,7 +17,9 @@ no Redis client).
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -49,12 +51,15 @@ class Signature:
             tuple((name, columns[name].dtype, tuple(columns[name].shape[1:])) for name in FIELDS)
         )
 
-    @property
+    @functools.cached_property
+    def widths(self) -> tuple[int, ...]:
+        """Bytes of one transition's value of each field (computed once: hot path)."""
+        return tuple(math.prod(shape) * dtype.itemsize for _, dtype, shape in self.fields)
+
+    @functools.cached_property
     def transition_bytes(self) -> int:
         """Bytes of one transition across all fields."""
-        return sum(
-            int(np.prod(shape, dtype=np.int64)) * dtype.itemsize for _, dtype, shape in self.fields
-        )
+        return sum(self.widths)
 
     def check(self, columns: Columns, where: str = "") -> None:
         """SignatureError naming the first field that does not match."""
@@ -88,8 +93,7 @@ class Signature:
         for chunk in chunks:
             n = int(chunk["obs"].shape[0])
             col = 0
-            for name, dtype, shape in self.fields:
-                width = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            for (name, dtype, _), width in zip(self.fields, self.widths, strict=True):
                 arr = np.ascontiguousarray(chunk[name], dtype=dtype)
                 rows[start : start + n, col : col + width] = arr.view(np.uint8).reshape(n, width)
                 col += width
@@ -101,8 +105,7 @@ class Signature:
         rows = np.frombuffer(blob, dtype=np.uint8).reshape(count, self.transition_bytes)
         out: dict[str, np.ndarray] = {}
         col = 0
-        for name, dtype, shape in self.fields:
-            width = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        for (name, dtype, shape), width in zip(self.fields, self.widths, strict=True):
             out[name] = rows[:, col : col + width].copy().view(dtype).reshape(count, *shape)
             col += width
         return out
