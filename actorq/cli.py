@@ -58,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="actorq", description=__doc__)
     parser.add_argument(
-        "command", choices=["train", "serve", "health", "bench", "report"], help="what to run"
+        "command",
+        choices=["train", "serve", "attach", "health", "bench", "report"],
+        help="what to run",
     )
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
@@ -68,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not rest or rest[0] not in SERVICES:
             parser.error(f"actorq serve needs one of {', '.join(SERVICES)}")
         return serve(rest[0], rest[1:])
+    if command == "attach":
+        import actorq.attach as attach
+
+        return attach.main(rest)
     if command == "health":
         return health(rest)
     if command == "train":
