@@ -96,7 +96,13 @@ def interpolate(value: Any, env: Mapping[str, str]) -> Any:
             raise InterpolationError(f"{name}: {arg}")
         return current or ""
 
-    return _VAR.sub(sub, value)
+    result = _VAR.sub(sub, value)
+    if result != value and "$" in value:
+        # Compose casts a substituted value to the type its field has (replicas: 2).
+        parsed = yaml.safe_load(result) if result.strip() else result
+        if isinstance(parsed, int | float) and not isinstance(parsed, bool):
+            return parsed
+    return result
 
 
 def load_compose(env: Mapping[str, str]) -> dict[str, Any]:
