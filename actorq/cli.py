@@ -1,4 +1,5 @@
-"""The ``actorq`` command line: ``actorq train ...`` and ``actorq serve SERVICE ...``."""
+"""The ``actorq`` command line: ``actorq train ...``, ``actorq serve SERVICE ...`` and
+``actorq health HOST:PORT`` (the containers' healthcheck)."""
 
 from __future__ import annotations
 
@@ -32,11 +33,34 @@ def serve(service: str, argv: Sequence[str]) -> int:
     return 0
 
 
+def health(argv: Sequence[str]) -> int:
+    """``actorq health HOST:PORT``: exit 0 if the gRPC health service answers SERVING.
+
+    What the compose healthchecks run (Kubernetes probes speak gRPC health
+    natively). Uses TLS when ACTORQ_TLS_CA is set, like every ActorQ client.
+    """
+    from actorq.rpc import wait_healthy
+
+    parser = argparse.ArgumentParser(prog="actorq health", description=health.__doc__)
+    parser.add_argument("address", help="host:port of an ActorQ service")
+    parser.add_argument("--service", default="", help="service name to check ('': the server)")
+    parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for SERVING")
+    ns = parser.parse_args(list(argv))
+    try:
+        wait_healthy(ns.address, ns.timeout, service=ns.service)
+    except TimeoutError as err:
+        print(f"actorq health: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="actorq", description=__doc__)
     parser.add_argument(
-        "command", choices=["train", "serve", "bench", "report"], help="what to run"
+        "command",
+        choices=["train", "serve", "attach", "health", "bench", "report"],
+        help="what to run",
     )
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
@@ -46,6 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not rest or rest[0] not in SERVICES:
             parser.error(f"actorq serve needs one of {', '.join(SERVICES)}")
         return serve(rest[0], rest[1:])
+    if command == "attach":
+        import actorq.attach as attach
+
+        return attach.main(rest)
+    if command == "health":
+        return health(rest)
     if command == "train":
         import actorq.launcher as launcher
 

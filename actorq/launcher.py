@@ -597,6 +597,8 @@ def _monitor(
                 "loss": l_stat.loss if l_stat else None,
                 "model_version": l_stat.published_version if l_stat else None,
                 "replay_size": r_stat.size if r_stat else None,
+                # Actors replay heard from recently, as the learner counts them.
+                "active_actors": l_stat.active_actors if l_stat else None,
                 "eval_return": latest_eval.mean_return if latest_eval else None,
                 "eval_version": latest_eval.version if latest_eval else None,
                 "actor_versions": [a.model_version if a else None for a in a_stats],
@@ -611,7 +613,8 @@ def _monitor(
             )
             progress.show(
                 budget_bar(args, state.env_steps, state.elapsed())
-                + f"[{row['t_s']:7.1f}s] env {state.env_steps:>9,} ({sps:7,.0f}/s) | learner "
+                + f"[{row['t_s']:7.1f}s] actors {row['active_actors'] or 0} | "
+                f"env {state.env_steps:>9,} ({sps:7,.0f}/s) | learner "
                 f"{state.learner_steps:>8,} ({row['learner_steps_per_s'] or 0:6,.0f}/s) | "
                 f"model v{row['model_version'] or 0} | eval {ev} | replay {row['replay_size'] or 0:,}"
             )

@@ -21,6 +21,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from actorq import tls
+
 # Largest single gRPC message any service accepts. A bigger one is refused by
 # gRPC itself with RESOURCE_EXHAUSTED before our code sees it.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -77,16 +79,32 @@ def add_health_and_reflection(
 
 
 def bind(server: grpc.Server, host: str, port: int) -> int:
-    """Bind an insecure port; port 0 picks a free one. Returns the bound port."""
-    bound = server.add_insecure_port(f"{host}:{port}")
+    """Bind a port (TLS when ACTORQ_TLS_CERT/KEY are set, see actorq/tls.py); port 0
+    picks a free one. Returns the bound port."""
+    creds = tls.server_credentials()
+    address = f"{host}:{port}"
+    bound = (
+        server.add_secure_port(address, creds)
+        if creds is not None
+        else server.add_insecure_port(address)
+    )
     if bound == 0:
         raise OSError(f"could not bind gRPC server to {host}:{port}")
     return bound
 
 
 def channel(address: str) -> grpc.Channel:
-    """An insecure channel with ActorQ's message limits and keepalive."""
-    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    """A channel with ActorQ's message limits and keepalive; TLS when ACTORQ_TLS_CA is set.
+
+    A ``dns:///NAME:PORT`` address resolves every address behind NAME (a headless
+    Kubernetes Service, a scaled compose service) and spreads calls over them
+    round-robin; a plain ``HOST:PORT`` uses one connection.
+    """
+    options = [*CHANNEL_OPTIONS, ("grpc.lb_policy_name", "round_robin")]
+    creds = tls.channel_credentials()
+    if creds is not None:
+        return grpc.secure_channel(address, creds, options=[*options, *tls.channel_options()])
+    return grpc.insecure_channel(address, options=options)
 
 
 def wait_healthy(address: str, timeout_s: float, service: str = "") -> None:

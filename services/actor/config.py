@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import socket
+import zlib
 from dataclasses import dataclass
 
 from actorq.config import ConfigError, opt
 
 DEFAULT_PORT = 50054
 PRECISIONS = ("fp32", "int8")
+# In actor_id: replaced by the host name (a container's or pod's own name).
+HOSTNAME_PLACEHOLDER = "{hostname}"
 
 
 @dataclass
@@ -18,7 +22,10 @@ class ActorConfig:
     host: str = opt("127.0.0.1", "interface to listen on (0.0.0.0 for all)")
     port: int = opt(DEFAULT_PORT, "gRPC port for GetStatus (0 picks a free one)")
     actor_id: str = opt(
-        "", "name sent with every chunk and shown in replay stats (empty: actor-{actor_index})"
+        "",
+        "name sent with every chunk and shown in replay stats (empty: actor-{actor_index}); "
+        "'{hostname}' in it is replaced by the host name, which makes the replicas of one "
+        "container spec distinct (their env and exploration seeds too)",
     )
     actor_index: int = opt(0, "this actor's index in 0..num_actors-1 (seed and epsilon)")
     num_actors: int = opt(1, "how many actors the run has (for the Ape-X epsilon ladder)")
@@ -123,10 +130,18 @@ class ActorConfig:
 
     @property
     def name(self) -> str:
-        """The actor id sent with chunks: actor_id, or actor-{actor_index}."""
-        return self.actor_id or f"actor-{self.actor_index}"
+        """The actor id sent with chunks: actor_id ({hostname} filled in), or actor-{actor_index}."""
+        if not self.actor_id:
+            return f"actor-{self.actor_index}"
+        return self.actor_id.replace(HOSTNAME_PLACEHOLDER, socket.gethostname())
 
     @property
     def actor_seed(self) -> int:
-        """Seed of this actor's env and exploration: distinct per actor and run seed."""
+        """Seed of this actor's env and exploration: distinct per actor and run seed.
+
+        Replicas named after their host all have actor_index 0, so their name's
+        CRC-32 keeps their seeds apart.
+        """
+        if HOSTNAME_PLACEHOLDER in self.actor_id:
+            return self.seed * 1000 + zlib.crc32(self.name.encode()) % 1000
         return self.seed * 1000 + self.actor_index

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import grpc
 from grpc_health.v1 import health
 
-from actorq import logs
+from actorq import logs, metrics
 from actorq.clients import QuantizerClient, ReplayClient
 from actorq.config import ConfigError, from_argv
 from actorq.rpc import add_health_and_reflection, bind, channel, make_server, run_until_signalled
@@ -92,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # and the process exits non-zero so whoever started it notices.
     stop = threading.Event()
     runner.start(on_failure=stop.set)
+    metrics.serve_from_env("actor", lambda: metrics.actor_samples(runner.status()))
     try:
         run_until_signalled(server, health_servicer, on_stop=runner.stop, stop_event=stop)
     finally:

@@ -59,6 +59,11 @@ class LearnerConfig:
         "size); past that the oldest updates are dropped (and counted) so a slow replay "
         "never holds up the update step",
     )
+    actors_window_s: float = opt(
+        15.0,
+        "an actor counts as active (status and metrics) while replay counted inserts from "
+        "it within this many seconds",
+    )
     dqn: DQNConfig = field(default_factory=DQNConfig)
     d4pg: D4PGConfig = field(default_factory=D4PGConfig)
 
@@ -89,6 +94,10 @@ class LearnerConfig:
             )
         if self.torch_threads < 1:
             raise ConfigError(f"torch_threads must be at least 1, got {self.torch_threads}")
+        if not self.actors_window_s > 0:
+            raise ConfigError(
+                f"actors_window_s must be positive seconds, got {self.actors_window_s}"
+            )
         if self.prefetch < 1:
             raise ConfigError(f"prefetch must be at least 1 batch, got {self.prefetch}")
         if not (np.isfinite(self.priority_epsilon) and self.priority_epsilon > 0):

@@ -14,11 +14,12 @@ import grpc
 import torch
 from grpc_health.v1 import health
 
-from actorq import logs
+from actorq import logs, metrics
 from actorq.clients import QuantizerClient, ReplayClient
 from actorq.config import ConfigError, from_argv
 from actorq.rpc import add_health_and_reflection, bind, channel, make_server, run_until_signalled
 from actorq.v1 import learner_pb2, learner_pb2_grpc
+from services.learner.actors import ActorWatch
 from services.learner.config import LearnerConfig, continuous_env_spaces, env_spaces
 from services.learner.d4pg import D4PG
 from services.learner.learner import Learner
@@ -32,20 +33,39 @@ log = logging.getLogger(__name__)
 class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
     """Reports the training loop's progress."""
 
-    def __init__(self, loop: TrainingLoop) -> None:
+    def __init__(self, loop: TrainingLoop, actors: ActorWatch | None = None) -> None:
         self._loop = loop
+        self._actors = actors
+
+    def start_watch(self) -> None:
+        """Start counting actors (polls replay's stats on a daemon thread)."""
+        if self._actors is not None:
+            self._actors.start()
+
+    def stop_watch(self) -> None:
+        if self._actors is not None:
+            self._actors.stop()
+
+    def status(self) -> learner_pb2.LearnerStatus:
+        """The loop's status plus the number of actors replay heard from recently."""
+        status = self._loop.status()
+        if self._actors is not None:
+            status.active_actors = self._actors.count()
+        return status
 
     def GetStatus(
         self, request: learner_pb2.LearnerStatusRequest, context: grpc.ServicerContext
     ) -> learner_pb2.LearnerStatus:
-        """Training progress, publishing and checkpoint state."""
-        return self._loop.status()
+        """Training progress, publishing and checkpoint state, actors heard from."""
+        return self.status()
 
 
 def build_server(
     cfg: LearnerConfig, stop_event: threading.Event | None = None
-) -> tuple[grpc.Server, health.HealthServicer, TrainingLoop, int, list[grpc.Channel]]:
-    """(server, health, training loop, bound port, channels); nothing started yet.
+) -> tuple[
+    grpc.Server, health.HealthServicer, TrainingLoop, int, list[grpc.Channel], LearnerServicer
+]:
+    """(server, health, training loop, bound port, channels, servicer); nothing started yet.
 
     Raises ConfigError for an env the algorithm cannot learn or a checkpoint
     that does not fit. A failed training loop sets stop_event (the process then exits).
@@ -65,11 +85,14 @@ def build_server(
         QuantizerClient(channels[1]),
         on_failure=stop_event.set if stop_event is not None else None,
     )
+    replay = ReplayClient(channels[0])
+    watch = ActorWatch(lambda: replay.stats().inserted_by_actor, window_s=cfg.actors_window_s)
+    servicer = LearnerServicer(loop, watch)
     server = make_server(max_workers=4)
-    learner_pb2_grpc.add_LearnerServiceServicer_to_server(LearnerServicer(loop), server)
+    learner_pb2_grpc.add_LearnerServiceServicer_to_server(servicer, server)
     health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
     port = bind(server, cfg.host, cfg.port)
-    return server, health_servicer, loop, port, channels
+    return server, health_servicer, loop, port, channels, servicer
 
 
 def main(argv: Sequence[str]) -> None:
@@ -78,7 +101,7 @@ def main(argv: Sequence[str]) -> None:
     logs.setup("learner")
     stop_event = threading.Event()
     try:
-        server, health_servicer, loop, port, channels = build_server(cfg, stop_event)
+        server, health_servicer, loop, port, channels, servicer = build_server(cfg, stop_event)
     except ConfigError as err:
         raise SystemExit(f"actorq serve learner: {err}") from None
     agent = loop.learner.agent
@@ -95,8 +118,11 @@ def main(argv: Sequence[str]) -> None:
         cfg.quantizer_address,
     )
     loop.start()
+    servicer.start_watch()
+    metrics.serve_from_env("learner", lambda: metrics.learner_samples(servicer.status()))
 
     def on_stop() -> None:
+        servicer.stop_watch()
         loop.stop()
         for ch in channels:
             ch.close()

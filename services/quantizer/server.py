@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 import grpc
 from grpc_health.v1 import health
 
-from actorq import logs
+from actorq import logs, metrics
 from actorq.config import from_argv
 from actorq.rpc import (
     PART_BYTES,
@@ -164,5 +164,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         port,
         ",".join(cfg.precisions),
         cfg.int8_method,
+    )
+    metrics.serve_from_env(
+        "quantizer",
+        lambda: metrics.quantizer_samples(
+            quantizer_pb2.ListModelsResponse(
+                artifacts=[a.meta for a in core.registry.all_latest()],
+                versions_built=core.registry.versions_built,
+                rejected_uploads=core.rejected_uploads,
+            )
+        ),
     )
     run_until_signalled(server, health_servicer, on_stop=core.registry.close)

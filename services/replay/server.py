@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health
 
-from actorq import logs, tensor
+from actorq import logs, metrics, tensor
 from actorq.config import from_argv
 from actorq.rpc import (
     MAX_MESSAGE_BYTES,
@@ -326,6 +326,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         cfg.sampler,
         cfg.min_size_to_sample,
         ratio,
+    )
+    metrics.serve_from_env(
+        "replay",
+        lambda: metrics.replay_samples(replay_pb2.ReplayStats(**dataclasses.asdict(table.stats()))),
     )
     run_until_signalled(server, health_servicer, on_stop=table.close)
 

@@ -1,0 +1,112 @@
+"""Prometheus metrics: every service serves them on ACTORQ_METRICS_PORT; the learner
+counts the actors replay heard from recently."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from conftest import ServiceProcess, free_port
+from prometheus_client.parser import text_string_to_metric_families
+
+from actorq import metrics
+from actorq.clients import ReplayClient, Transitions
+from actorq.rpc import channel
+from services.learner.actors import ActorCounter
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(sample name, sorted labels): value} of one /metrics page."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def chunk(n: int) -> Transitions:
+    obs = np.zeros((n, 4), np.float32)
+    return Transitions(
+        obs=obs,
+        action=np.zeros(n, np.int64),
+        reward=np.ones(n, np.float32),
+        discount=np.full(n, 0.99, np.float32),
+        next_obs=obs,
+    )
+
+
+def test_replay_serves_its_size_and_per_actor_inserts_as_prometheus_metrics(
+    service_factory: Callable[..., ServiceProcess],
+) -> None:
+    port = free_port()
+    replay = service_factory("replay", env={metrics.METRICS_PORT_ENV: str(port)})
+    with channel(replay.address) as ch:
+        ReplayClient(ch).insert([chunk(5)], actor_id="actor-a")
+        ReplayClient(ch).insert([chunk(3)], actor_id="actor-b")
+    page = scrape(port)
+    assert page[("actorq_replay_size", ())] == 8
+    assert page[("actorq_replay_inserted_transitions_total", ())] == 8
+    assert page[("actorq_replay_actor_inserted_transitions_total", (("actor_id", "actor-a"),))] == 5
+    assert page[("actorq_replay_capacity", ())] > 0
+
+
+def test_quantizer_serves_versions_built(service_factory: Callable[..., ServiceProcess]) -> None:
+    port = free_port()
+    service_factory("quantizer", env={metrics.METRICS_PORT_ENV: str(port)})
+    assert scrape(port)[("actorq_quantizer_versions_built_total", ())] == 0
+
+
+def test_metrics_are_off_by_default() -> None:
+    assert metrics.port_from_env({}) == 0
+    assert metrics.serve_from_env("replay", lambda: [], env={}) is None
+
+
+def test_a_bad_metrics_port_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ValueError, match="ACTORQ_METRICS_PORT='x' is not a port"):
+        metrics.port_from_env({metrics.METRICS_PORT_ENV: "x"})
+
+
+def test_counters_and_labelled_gauges_render_in_the_exposition_format() -> None:
+    registry = metrics.registry_for(
+        lambda: [
+            metrics.Sample("thing_total", "things", 3, "counter"),
+            metrics.Sample("speed", "speed", 1.5, labels={"actor_id": "a"}),
+            metrics.Sample("speed", "speed", 2.5, labels={"actor_id": "b"}),
+        ]
+    )
+    assert registry.get_sample_value("actorq_thing_total") == 3
+    assert registry.get_sample_value("actorq_speed", {"actor_id": "b"}) == 2.5
+
+
+def test_a_failing_reader_yields_no_metrics_instead_of_an_error() -> None:
+    def broken() -> list[metrics.Sample]:
+        raise RuntimeError("status unavailable")
+
+    assert metrics.registry_for(broken).get_sample_value("actorq_thing_total") is None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_an_actor_counts_while_its_inserts_grow_and_stops_counting_after_the_window() -> None:
+    clock = FakeClock()
+    counter = ActorCounter(window_s=10, clock=clock)
+    counter.observe({"a": 5, "b": 7})
+    assert counter.active() == ["a", "b"]
+    clock.t = 8
+    counter.observe({"a": 9, "b": 7})  # b inserted nothing since t=0
+    clock.t = 12
+    assert counter.active() == ["a"]
+    clock.t = 19
+    counter.observe({"a": 10, "b": 7, "c": 1})
+    assert counter.active() == ["a", "c"]
+    clock.t = 30
+    assert counter.active() == []
