@@ -28,11 +28,22 @@ from actorq.rpc import wait_healthy
 _PR_SET_PDEATHSIG = 1
 
 
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port that was free a moment ago (the OS picks it).
+
+    Never the same port twice in one process: ports handed out but not yet bound
+    by whoever asked (a service still starting) look free to the OS again.
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 PARENT_PID_ENV = "ACTORQ_PARENT_PID"
