@@ -10,8 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from actorq import config, launcher
 from actorq.bench import scenario
 from actorq.config import ConfigError
+from services.actor.config import ActorConfig
+from services.learner.config import LearnerConfig
+from services.quantizer.config import QuantizerConfig
+from services.replay.config import ReplayConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,6 +59,38 @@ def test_shipped_scenarios_include_the_quick_and_the_paper_size_dqn() -> None:
     paper = scenario.load_scenario("cartpole-dqn-paper")
     assert paper.config["learner"]["dqn"]["hidden_sizes"] == [2048, 2048, 2048]
     assert paper.train["max_seconds"] > 0
+
+
+def test_shipped_scenarios_include_the_d4pg_dm_control_pair() -> None:
+    balance = scenario.load_scenario("dmc-cartpole-balance-d4pg")
+    assert (balance.train["algo"], balance.train["env"]) == ("d4pg", "dmc:cartpole-balance")
+    assert (balance.train["target_return"], balance.train["max_env_steps"]) == (900, 150_000)
+    walker = scenario.load_scenario("dmc-walker-walk-d4pg-paper")
+    assert walker.train["env"] == "dmc:walker-walk"
+    assert walker.config["learner"]["d4pg"]["preset"] == "paper"
+
+
+@pytest.mark.parametrize("name", scenario.scenario_names())
+def test_every_shipped_scenario_resolves_to_configs_every_service_accepts(
+    name: str, tmp_path: Path
+) -> None:
+    """A typo in a scenario's overlay fails here, not minutes into a bench."""
+    sc = scenario.load_scenario(name)
+    launcher.check_env(sc.train["env"])
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump(sc.config))
+    flags = {k: v for k, v in sc.train.items() if k in ("env", "algo", "actors", "max_env_steps")}
+    args = launcher.TrainArgs(**flags, config=str(overlay))
+    cfg, _ports = launcher.resolve(args, tmp_path)
+    resolved = tmp_path / "config.yaml"
+    resolved.write_text(yaml.safe_dump(cfg))
+    for section, cls in (
+        ("replay", ReplayConfig),
+        ("quantizer", QuantizerConfig),
+        ("learner", LearnerConfig),
+        ("actor", ActorConfig),
+    ):
+        config.load(cls, section=section, file=resolved, env={})
 
 
 def test_runs_are_interleaved_so_every_seed_runs_all_precisions_before_the_next(
