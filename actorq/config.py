@@ -20,6 +20,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import yaml
 
@@ -206,3 +207,41 @@ def from_argv(
 def to_dict(obj: Any) -> dict[str, Any]:
     """A config dataclass as plain data (for resolved-config files)."""
     return dataclasses.asdict(obj)
+
+
+# ---------------------------------------------------------------- store URLs
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+_SECRET_PARAMS = ("password", "pass", "token", "auth", "secret")
+
+
+def is_redis_url(store: str) -> bool:
+    """Whether the configured store names Redis (anything but 'memory')."""
+    return store.split("://", 1)[0] in REDIS_SCHEMES and "://" in store
+
+
+def redact_url(store: str) -> str:
+    """The store with its password (and password-like query values) replaced by ***.
+
+    Use it for every log line, error message and summary that shows the store.
+    """
+    if not is_redis_url(store):
+        return store
+    try:
+        parts = urlsplit(store)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+            # A lone userinfo ("redis://secret@host") is a password for redis-py too.
+            netloc = f"{user}:***@{host}"
+        query = urlencode(
+            [
+                (k, "***" if any(w in k.lower() for w in _SECRET_PARAMS) else v)
+                for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            ],
+            safe="*/:",
+        )
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return f"{store.split('://', 1)[0]}://***"

@@ -51,6 +51,39 @@ class EnvInfo:
         return f"{self.action_dim}-dim actions in [{lo.tolist()}, {hi.tolist()}]"
 
 
+def _gymnasium_spec(env_id: str) -> Any:
+    try:
+        return gymnasium.spec(env_id)
+    except gymnasium.error.Error as err:
+        raise ConfigError(
+            f"env {env_id!r} is not a registered Gymnasium env ({err}); list the "
+            "available ids with `python -c 'import gymnasium; gymnasium.pprint_registry()'`"
+            ", or name a dm_control task as dmc:DOMAIN-TASK"
+        ) from None
+
+
+def check_env_id(env_id: str) -> None:
+    """ConfigError naming the problem if env_id names no env, without creating one."""
+    if dmc.is_dmc_id(env_id):
+        dmc.parse_id(env_id)  # names the domains or tasks there are
+    else:
+        _gymnasium_spec(env_id)
+
+
+def max_episode_return(env_id: str) -> float | None:
+    """An upper bound on one episode's return, where the env makes one known.
+
+    Used only to stop an evaluation early once its target is out of reach:
+    dm_control tasks (rewards in [0, 1] per step) and CartPole (+1 per step).
+    """
+    if dmc.is_dmc_id(env_id):
+        return dmc.max_episode_return(env_id)
+    if env_id.startswith("CartPole"):
+        steps = _gymnasium_spec(env_id).max_episode_steps
+        return float(steps) if steps else None
+    return None
+
+
 def make_env(env_id: str, seed: int | None = None) -> tuple[gymnasium.Env[Any, Any], EnvInfo]:
     """Create env_id; ConfigError with a readable sentence when it cannot be used.
 
@@ -63,14 +96,7 @@ def make_env(env_id: str, seed: int | None = None) -> tuple[gymnasium.Env[Any, A
         env: gymnasium.Env[Any, Any] = dmc.make(env_id, seed)
         max_steps = env.max_episode_steps  # type: ignore[attr-defined]
     else:
-        try:
-            spec = gymnasium.spec(env_id)
-        except gymnasium.error.Error as err:
-            raise ConfigError(
-                f"env {env_id!r} is not a registered Gymnasium env ({err}); list the "
-                "available ids with `python -c 'import gymnasium; gymnasium.pprint_registry()'`"
-                ", or name a dm_control task as dmc:DOMAIN-TASK"
-            ) from None
+        spec = _gymnasium_spec(env_id)
         try:
             env = gymnasium.make(env_id)
         except gymnasium.error.Error as err:

@@ -26,7 +26,6 @@ import statistics
 import sys
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -44,7 +43,8 @@ from actorq.clients import (
     QuantizerClient,
     ReplayClient,
 )
-from actorq.config import ConfigError, read_file
+from actorq.config import ConfigError, read_file, redact_url
+from actorq.envs import check_env_id, max_episode_return
 from actorq.rpc import channel
 
 log = logging.getLogger("actorq.train")
@@ -131,50 +131,6 @@ def default_config(algo: str) -> dict[str, Any]:
     """The embedded default configuration for an algorithm (actorq/configs/ALGO.yaml)."""
     text = resources.files("actorq.configs").joinpath(f"{algo}.yaml").read_text()
     return dict(yaml.safe_load(text) or {})
-
-
-def redact_url(url: str) -> str:
-    """A store URL safe to write down: any password replaced by '***'."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    netloc = f"{user}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def max_episode_return(env_id: str) -> float | None:
-    """An upper bound on one episode's return, where the env makes one known.
-
-    Used only to stop an evaluation early once its target is out of reach.
-    """
-    if env_id.startswith("dmc:"):
-        from actorq import dmc
-
-        return dmc.max_episode_return(env_id)
-    if env_id.startswith("CartPole"):
-        import gymnasium
-
-        steps = gymnasium.spec(env_id).max_episode_steps
-        return float(steps) if steps else None
-    return None
-
-
-def check_env(env_id: str) -> None:
-    """Fail before starting anything if the env id does not exist."""
-    if env_id.startswith("dmc:"):
-        from actorq import dmc
-
-        dmc.parse_id(env_id)  # ConfigError naming the domains or tasks there are
-        return
-    import gymnasium
-
-    try:
-        gymnasium.spec(env_id)
-    except gymnasium.error.Error as err:
-        raise ConfigError(
-            f"unknown env id {env_id!r} ({err}); see gymnasium.pprint_registry()"
-        ) from None
 
 
 def resolve(args: TrainArgs, out: Path) -> tuple[dict[str, Any], dict[str, int]]:
@@ -416,7 +372,7 @@ def run(args: TrainArgs) -> dict[str, Any]:
         raise ConfigError(f"--precision {args.precision!r}: use one of {', '.join(PRECISIONS)}")
     if args.actors < 1:
         raise ConfigError(f"--actors {args.actors}: need at least one actor")
-    check_env(args.env)
+    check_env_id(args.env)
     if args.carbon_tracking:
         args.carbon_country = carbon.check_country(args.carbon_country)
     out = Path(

@@ -13,6 +13,7 @@ import yaml
 from actorq import config, launcher
 from actorq.bench import scenario
 from actorq.config import ConfigError
+from actorq.envs import check_env_id
 from services.actor.config import ActorConfig
 from services.learner.config import LearnerConfig
 from services.quantizer.config import QuantizerConfig
@@ -76,7 +77,7 @@ def test_every_shipped_scenario_resolves_to_configs_every_service_accepts(
 ) -> None:
     """A typo in a scenario's overlay fails here, not minutes into a bench."""
     sc = scenario.load_scenario(name)
-    launcher.check_env(sc.train["env"])
+    check_env_id(sc.train["env"])
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text(yaml.safe_dump(sc.config))
     flags = {k: v for k, v in sc.train.items() if k in ("env", "algo", "actors", "max_env_steps")}

@@ -85,7 +85,7 @@ def test_short_run_writes_summary_metrics_and_config_and_leaves_no_process(tmp_p
 def test_unknown_env_is_refused_before_anything_starts(tmp_path: Path) -> None:
     res = train(tmp_path / "run", "--env", "NoSuchEnv-v9", timeout=60)
     assert res.returncode == 2
-    assert "unknown env id 'NoSuchEnv-v9'" in res.stderr
+    assert "env 'NoSuchEnv-v9' is not a registered Gymnasium env" in res.stderr
     assert not (tmp_path / "run" / "logs").exists()
 
 

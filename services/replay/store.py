@@ -11,7 +11,7 @@ The Redis store (``redis_table``) keeps a transition as one packed row of
 ``Signature.transition_bytes`` bytes: each field's bytes in FIELDS order.
 
 ``store`` in the config is ``memory`` or a Redis URL; ``check_store`` and
-``redact_url`` read it without importing redis (a memory-only install needs
+``actorq.config.redact_url`` read it without importing redis (a memory-only install needs
 no Redis client).
 """
 
@@ -23,11 +23,11 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 
-from actorq.config import ConfigError
+from actorq.config import ConfigError, is_redis_url, redact_url
 
 FIELDS = ("obs", "action", "reward", "discount", "next_obs")
 
@@ -222,42 +222,6 @@ class MemoryStore:
         slots = keys % self.capacity
         # Fancy indexing copies, so the batch stays valid after the lock is released.
         return {name: arr[slots] for name, arr in self._arrays.items()}
-
-
-REDIS_SCHEMES = ("redis", "rediss", "unix")
-_SECRET_PARAMS = ("password", "pass", "token", "auth", "secret")
-
-
-def is_redis_url(store: str) -> bool:
-    """Whether the configured store names Redis (anything but 'memory')."""
-    return store.split("://", 1)[0] in REDIS_SCHEMES and "://" in store
-
-
-def redact_url(store: str) -> str:
-    """The store with its password (and password-like query values) replaced by ***.
-
-    Use it for every log line, error message and summary that shows the store.
-    """
-    if not is_redis_url(store):
-        return store
-    try:
-        parts = urlsplit(store)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, host = netloc.rsplit("@", 1)
-            user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
-            # A lone userinfo ("redis://secret@host") is a password for redis-py too.
-            netloc = f"{user}:***@{host}"
-        query = urlencode(
-            [
-                (k, "***" if any(w in k.lower() for w in _SECRET_PARAMS) else v)
-                for k, v in parse_qsl(parts.query, keep_blank_values=True)
-            ],
-            safe="*/:",
-        )
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return f"{store.split('://', 1)[0]}://***"
 
 
 def check_store(store: str) -> None:
