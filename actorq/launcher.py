@@ -45,6 +45,7 @@ from actorq.clients import (
 )
 from actorq.config import ConfigError, read_file, redact_url
 from actorq.envs import check_env_id, max_episode_return
+from actorq.metrics import METRICS_PORT_ENV
 from actorq.rpc import channel
 
 log = logging.getLogger("actorq.train")
@@ -392,8 +393,10 @@ def run(args: TrainArgs) -> dict[str, Any]:
         else None
     )
 
-    def carbon_env(label: str) -> dict[str, str] | None:
-        return settings.env(label) if settings is not None else None
+    def carbon_env(label: str) -> dict[str, str]:
+        # Metrics off in every child: one ACTORQ_METRICS_PORT from the user's shell
+        # would be bound by the first service and make the next ones fail to start.
+        return {**(settings.env(label) if settings is not None else {}), METRICS_PORT_ENV: "0"}
 
     cfg, ports = resolve(args, out)
     config_path = out / "config.yaml"
@@ -423,7 +426,7 @@ def run(args: TrainArgs) -> dict[str, Any]:
             cfg_arg,
             logs,
             port=ports["replay"],
-            env={**(carbon_env("replay") or {}), "ACTORQ_STORE": args.replay_store},
+            env={**carbon_env("replay"), "ACTORQ_STORE": args.replay_store},
         )
         quantizer = procs.start(
             "quantizer", cfg_arg, logs, port=ports["quantizer"], env=carbon_env("quantizer")

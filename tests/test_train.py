@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
+from redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,10 +39,14 @@ SUMMARY_KEYS = {
     "pids",
 }
 
+REDIS_PASSWORD = "s3cret-not-in-any-file"
 
-def train(out: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+
+def train(
+    out: Path, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "actorq.cli", "train", "--out", str(out), "--quiet", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -82,6 +89,17 @@ def test_short_run_writes_summary_metrics_and_config_and_leaves_no_process(tmp_p
     assert lines and "env_steps" in json.loads(lines[-1])
 
 
+def test_a_metrics_port_in_the_users_environment_does_not_reach_the_services(
+    tmp_path: Path,
+) -> None:
+    """Five services cannot share one port: the launcher turns metrics off in each."""
+    env = {**os.environ, "ACTORQ_METRICS_PORT": str(free_port())}
+    out = tmp_path / "run"
+    res = train(out, "--env", "CartPole-v1", "--actors", "2", "--max-env-steps", "500", env=env)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "summary.json").read_text())["stop_reason"] == "max_env_steps"
+
+
 def test_unknown_env_is_refused_before_anything_starts(tmp_path: Path) -> None:
     res = train(tmp_path / "run", "--env", "NoSuchEnv-v9", timeout=60)
     assert res.returncode == 2
@@ -96,15 +114,29 @@ def test_unknown_precision_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_int8_dqn_reaches_475_on_cartpole_within_100k_env_steps(tmp_path: Path) -> None:
-    """The core learning result: the int8 policy the actors run reaches the target."""
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_int8_dqn_reaches_475_on_cartpole_within_100k_env_steps(tmp_path: Path, store: str) -> None:
+    """The core learning result: the int8 policy the actors run reaches the target,
+    with the embedded in-memory replay and with replay state in a real Redis."""
     out = tmp_path / "run"
-    res = train(
-        out,
-        *("--env", "CartPole-v1", "--algo", "dqn", "--precision", "int8", "--actors", "2"),
-        *("--target-return", "475", "--max-env-steps", "100000", "--seed", "0"),
-        timeout=900,
-    )
+    with contextlib.ExitStack() as stack:
+        store_url = "memory"
+        if store == "redis":
+            redis = stack.enter_context(
+                RedisServer.start(tmp_path / "redis", password=REDIS_PASSWORD)
+            )
+            store_url = redis.url
+        res = train(
+            out,
+            *("--env", "CartPole-v1", "--algo", "dqn", "--precision", "int8", "--actors", "2"),
+            *("--target-return", "475", "--max-env-steps", "100000", "--seed", "0"),
+            *("--replay-store", store_url),
+            timeout=900,
+        )
+    if store == "redis":  # the password reaches the replay process only
+        for path in out.rglob("*"):
+            if path.is_file() and path.suffix in (".json", ".jsonl", ".yaml", ".log", ".md"):
+                assert REDIS_PASSWORD not in path.read_text(errors="replace"), path
     summary = json.loads((out / "summary.json").read_text())
     assert res.returncode == 0, res.stderr[-3000:]
     assert summary["reached_target"], summary["eval_detail"]["history"][-5:]

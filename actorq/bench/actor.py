@@ -98,7 +98,9 @@ def _torch_bytes(torch: Any, model: Any) -> int:
 class Width:
     """Every variant of one network width, built once."""
 
-    def __init__(self, width: int, obs_dim: int, num_actions: int, method: str, torch: Any) -> None:
+    def __init__(
+        self, width: int, obs_dim: int, num_actions: int, quant: QuantizerConfig, torch: Any
+    ) -> None:
         spec = common_pb2.NetworkSpec(
             kind="dqn_mlp", obs_dim=obs_dim, hidden_sizes=[width] * DEPTH, output_dim=num_actions
         )
@@ -108,7 +110,15 @@ class Width:
         self.calib = synthetic_calibration(obs_dim, 256)
         self.onnx = {
             "ort_fp32": fp32_model.SerializeToString(),
-            "ort_int8": quantize_int8(fp32_model, method, self.calib),
+            # Built as the quantizer service builds it, from the same config.
+            "ort_int8": quantize_int8(
+                fp32_model,
+                quant.int8_method,
+                self.calib,
+                per_channel=quant.per_channel,
+                fp32_input_layer=quant.fp32_input_layer,
+                reduce_range=quant.reduce_range,
+            ),
         }
         self.policies = {
             name: OnnxPolicy(data, 1, name.removeprefix("ort_")) for name, data in self.onnx.items()
@@ -214,13 +224,19 @@ def run(
     torch = _torch() if torch_enabled else None
     env, info = make_env(env_id)
     env.close()
-    method = QuantizerConfig().int8_method
+    quant = QuantizerConfig()
+    method = quant.int8_method
     result: dict[str, Any] = {
         "env": env_id,
         "obs_dim": info.obs_dim,
         "num_actions": info.num_actions,
         "depth": DEPTH,
         "int8_method": method,
+        "int8_options": {
+            "per_channel": quant.per_channel,
+            "fp32_input_layer": quant.fp32_input_layer,
+            "reduce_range": quant.reduce_range,
+        },
         "torch_quantized_engine": torch.backends.quantized.engine if torch is not None else None,
         "threads": 1,
         "rounds": rounds,
@@ -234,7 +250,7 @@ def run(
     rng = np.random.default_rng(0)
     for width in widths:
         t0 = time.perf_counter()
-        w = Width(width, info.obs_dim, info.num_actions, method, torch)
+        w = Width(width, info.obs_dim, info.num_actions, quant, torch)
         log(f"width {width}x{width}x{width}: built in {time.perf_counter() - t0:.1f} s; timing")
         result["models"].append({"width": width, "bytes": w.sizes(), "accuracy": w.accuracy()})
         for batch in batches:
