@@ -115,9 +115,7 @@ def test_unknown_precision_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("store", "budget"), [("memory", 100_000), ("redis", 150_000)])
-def test_int8_dqn_reaches_475_on_cartpole(
-    tmp_path: Path, store: str, budget: int
-) -> None:
+def test_int8_dqn_reaches_475_on_cartpole(tmp_path: Path, store: str, budget: int) -> None:
     """The core learning result: the int8 policy the actors run reaches the target
     within 100k env steps (the core issue's bound). Then the same target with replay
     state in a real Redis; its budget leaves room for the spread of this asynchronous
