@@ -73,7 +73,7 @@ def follow(args: launcher.TrainArgs, addrs: Addresses) -> dict[str, Any]:
     inserted0 = r0.inserted if r0 is not None else 0
     actor_counts: list[int] = []
     last: dict[str, Any] = {}
-    last_mark: tuple[tuple[int, int], float] = ((-1, -1), time.monotonic())
+    stop = launcher.StopCheck(args)
     evaluator.start()
     try:
         with open(out / "metrics.jsonl", "a") as metrics_file:
@@ -116,24 +116,8 @@ def follow(args: launcher.TrainArgs, addrs: Addresses) -> dict[str, Any]:
                 if l_stat is not None and l_stat.state == "failed":
                     state.stop_reason = f"learner failed: {l_stat.error}"
                     break
-                if reached is not None:
-                    state.stop_reason = "target_reached"
-                    break
-                mark = (state.env_steps, state.learner_steps)
-                if mark != last_mark[0]:
-                    last_mark = (mark, time.monotonic())
-                elif (
-                    args.stall_timeout_s and time.monotonic() - last_mark[1] > args.stall_timeout_s
-                ):
-                    state.stop_reason = (
-                        f"stalled: no env or learner steps for {args.stall_timeout_s:g}s"
-                    )
-                    break
-                if args.max_seconds and state.elapsed() >= args.max_seconds:
-                    state.stop_reason = "max_seconds"
-                    break
-                if args.max_env_steps and state.env_steps >= args.max_env_steps:
-                    state.stop_reason = "max_env_steps"
+                state.stop_reason = stop.reason(state, reached) or ""
+                if state.stop_reason:
                     break
     except KeyboardInterrupt:
         state.stop_reason = "interrupted"

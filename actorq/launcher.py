@@ -118,6 +118,34 @@ class RunState:
 # ----------------------------------------------------------------- config
 
 
+class StopCheck:
+    """Why a monitored run should stop now, if it should: target, stall, or budget.
+
+    Shared by ``actorq train`` and ``actorq attach``; remembers when env or
+    learner steps last moved.
+    """
+
+    def __init__(self, args: Any) -> None:
+        self.args = args
+        self._mark = (-1, -1)
+        self._since = time.monotonic()
+
+    def reason(self, state: RunState, reached: EvalRecord | None) -> str | None:
+        args = self.args
+        if reached is not None:
+            return "target_reached"
+        mark, now = (state.env_steps, state.learner_steps), time.monotonic()
+        if mark != self._mark:
+            self._mark, self._since = mark, now
+        elif args.stall_timeout_s and now - self._since > args.stall_timeout_s:
+            return f"stalled: no env or learner steps for {args.stall_timeout_s:g}s"
+        if args.max_seconds and state.elapsed() >= args.max_seconds:
+            return "max_seconds"
+        if args.max_env_steps and state.env_steps >= args.max_env_steps:
+            return "max_env_steps"
+        return None
+
+
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for k, v in over.items():
@@ -518,7 +546,7 @@ def _monitor(
     actor_cs = [ActorClient(channels[a.name]) for a in actors]
     metrics = open(out / "metrics.jsonl", "a")  # noqa: SIM115 - closed in finally
     last: dict[str, Any] = {}
-    last_progress: tuple[tuple[int, int], float] = ((-1, -1), time.monotonic())
+    stop = StopCheck(args)
     try:
         while True:
             time.sleep(args.poll_s)
@@ -577,27 +605,11 @@ def _monitor(
                 f"{state.learner_steps:>8,} ({row['learner_steps_per_s'] or 0:6,.0f}/s) | "
                 f"model v{row['model_version'] or 0} | eval {ev} | replay {row['replay_size'] or 0:,}"
             )
-            if reached is not None:
-                state.stop_reason = "target_reached"
-                break
-            progress_mark = (state.env_steps, state.learner_steps)
-            if progress_mark != last_progress[0]:
-                last_progress = (progress_mark, time.monotonic())
-            elif (
-                args.stall_timeout_s and time.monotonic() - last_progress[1] > args.stall_timeout_s
-            ):
-                state.stop_reason = (
-                    f"stalled: no env or learner steps for {args.stall_timeout_s:g}s"
-                )
+            state.stop_reason = stop.reason(state, reached) or ""
+            if state.stop_reason.startswith("stalled"):
                 progress.done()
                 print(f"stopping: {state.stop_reason}; see {out / 'logs'}", file=sys.stderr)
-                break
-            if args.max_seconds and state.elapsed() >= args.max_seconds:
-                state.stop_reason = "max_seconds"
-                break
-            if args.max_env_steps and state.env_steps >= args.max_env_steps:
-                # Give the evaluator the last version the budget paid for.
-                state.stop_reason = "max_env_steps"
+            if state.stop_reason:
                 break
     finally:
         metrics.close()
