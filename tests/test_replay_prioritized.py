@@ -16,7 +16,7 @@ from redis_server import RedisServer
 
 from services.replay.config import ReplayConfig
 from services.replay.sampler import PrioritizedSampler, SumTree, importance_weights
-from services.replay.table import Table, build_table
+from services.replay.table import Table, WaitTimeoutError, build_table
 
 MakeTable = Callable[..., Table]
 
@@ -247,3 +247,50 @@ def test_uniform_sampling_refuses_priority_updates_in_both_stores(make_table: Ma
     table.insert([chunk(2)])
     with pytest.raises(RuntimeError, match="--sampler prioritized"):
         table.update_priorities(np.array([0], np.int64), np.ones(1, np.float32))
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "prioritized"])
+def test_several_batches_in_one_call_are_the_batches_of_as_many_calls(
+    make_table: MakeTable, sampler: str
+) -> None:
+    # sample_many (what a prefetching Sample stream uses: one Redis round trip for
+    # several batches) draws what that many sample calls in a row would.
+    draws = []
+    for many in (False, True):
+        table = make_table(capacity=100, seed=11, sampler=sampler)
+        for i in range(4):
+            table.insert([chunk(30, start=30 * i)])
+        if sampler == "prioritized":
+            keys = np.arange(20, 120, 7, dtype=np.int64)
+            table.update_priorities(keys, np.linspace(0.1, 4, keys.size).astype(np.float32))
+        batches = table.sample_many(40, 3) if many else [table.sample(40) for _ in range(3)]
+        assert [len(b.keys) for b in batches] == [40, 40, 40]
+        for b in batches:
+            np.testing.assert_array_equal(b.columns["obs"][:, 0], b.keys.astype(np.float32))
+        draws.append(batches)
+        stats = table.stats()
+        assert (stats.sampled, stats.sample_batches) == (120, 3)
+    for one, many in zip(*draws, strict=True):
+        np.testing.assert_array_equal(one.keys, many.keys)
+        np.testing.assert_array_equal(one.weights, many.weights)
+        for name in one.columns:
+            np.testing.assert_array_equal(one.columns[name], many.columns[name])
+
+
+def test_several_batches_in_one_call_stop_where_the_rate_limiter_does(
+    make_table: MakeTable,
+) -> None:
+    # 1 sample per insert, min size 10, error buffer 20: after 100 inserts, samples
+    # may reach 110, so of five batches of 30 three are served, then none.
+    table = make_table(
+        capacity=200, samples_per_insert=1.0, min_size_to_sample=10, error_buffer=20.0
+    )
+    table.insert([chunk(100)])
+    assert len(table.sample_many(30, 5)) == 3
+    stats = table.stats()
+    assert (stats.sampled, stats.sample_batches) == (90, 3)
+    with pytest.raises(WaitTimeoutError):
+        table.sample_many(30, 5, timeout=0.3)
+    assert table.stats().sampled == 90
+    with pytest.raises(ValueError, match="count must be at least 1"):
+        table.sample_many(30, 0)

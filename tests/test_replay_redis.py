@@ -10,6 +10,7 @@ test_replay_redis_service.py.
 from __future__ import annotations
 
 import random
+import struct
 import threading
 import time
 import uuid
@@ -18,12 +19,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 from redis_server import RedisServer
 
 from actorq.config import ConfigError
 from services.replay.config import ReplayConfig
 from services.replay.rate_limiter import SampleToInsertRatio
-from services.replay.redis_table import RedisRefusedError, RedisTable
+from services.replay.redis_lua import SLOT_FORMAT
+from services.replay.redis_table import (
+    PackedArgs,
+    RedisRefusedError,
+    RedisTable,
+    hmget_command,
+    resp_command,
+)
 from services.replay.store import SignatureError, redact_url
 from services.replay.table import (
     StoreUnavailableError,
@@ -442,3 +451,33 @@ def test_persistence_settings_that_lose_data_are_named(make_table: MakeTable) ->
         assert "maxmemory-policy allkeys-lru" in table.persistence_warnings()[0]
     finally:
         table._redis.config_set("maxmemory-policy", "noeviction")
+
+
+def test_the_hand_packed_hmget_is_the_command_redis_py_would_send() -> None:
+    slots = np.array([0, 7, 65_535, 4_000_000_000], dtype=np.int64)
+    assert SLOT_FORMAT == "<I4"  # Lua's struct: 4-byte little-endian unsigned
+    fields = [struct.pack("<I", int(s)) for s in slots]
+    expected = b"".join(redis.Connection().pack_command("HMGET", "actorq:{t}:rows", *fields))
+    assert hmget_command("actorq:{t}:rows", slots) == expected
+    assert resp_command("EVALSHA", "abc", PackedArgs(2, "k1", b"k2"), 1.5) == b"".join(
+        redis.Connection().pack_command("EVALSHA", "abc", 2, "k1", b"k2", "1.5")
+    )
+
+
+def test_sampling_goes_on_after_redis_forgets_the_scripts(
+    make_table: MakeTable, shared_redis: RedisServer
+) -> None:
+    # A restarted (or SCRIPT FLUSHed) Redis answers NOSCRIPT inside the sample's
+    # MULTI/EXEC: the table loads its scripts again and the draw is served once.
+    table = make_table()
+    table.insert([chunk(50)])
+    before = table.stats().sampled
+    client = redis.Redis.from_url(shared_redis.url)
+    try:
+        client.script_flush()
+    finally:
+        client.close()
+    batches = table.sample_many(20, 2)
+    assert len(batches) == 2
+    np.testing.assert_array_equal(batches[1].columns["obs"][:, 0], batches[1].keys)
+    assert table.stats().sampled - before == 40

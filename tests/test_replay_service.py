@@ -98,7 +98,7 @@ def test_stats_report_counts_settings_and_actors(client: ReplayClient, size: int
 def test_a_prefetching_sample_stream_draws_no_more_than_the_asked_batches(
     client: ReplayClient, size: int
 ) -> None:
-    # Each stream draws sample_prefetch (default 2) batches ahead, but never past
+    # Each stream draws sample_prefetch (default 4) batches at a time, but never past
     # num_batches: the table counts exactly what was asked for.
     before = client.stats()
     assert len(list(client.sample_stream(batch_size=16, num_batches=5))) == 5

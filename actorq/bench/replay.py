@@ -11,7 +11,12 @@ drives it from separate client processes, as the real system does:
 Phases, each ``--duration`` seconds: inserts alone with each actor count,
 sampling alone, then actors and learner together with each actor count.
 The rate limiter is off (``samples_per_insert 0``) so the numbers are the
-replay's raw capacity. Prints a table and writes JSON (``--json``).
+replay's raw capacity. Every store's replay runs at once (idle but for its
+own phases) and the stores take turns phase by phase, ``--repeats`` times,
+so a noisy machine hits them alike; the table gives each figure's median
+and range, and memory/other as the median of the per-repeat ratios (each
+from two phases run back to back). Writes every run and the medians as
+JSON (``--json``).
 
     actorq bench replay --store memory --store redis://127.0.0.1:6390/0
 
@@ -48,7 +53,7 @@ _CTX = mp.get_context("spawn")
 
 @dataclass
 class Row:
-    """One measured phase."""
+    """One measured phase (one run of it, or the median over repeats)."""
 
     store: str
     sampler: str
@@ -56,6 +61,16 @@ class Row:
     actors: int
     inserted_per_s: float | None
     sampled_per_s: float | None
+    repeat: int | None = None  # None: the median over every repeat
+
+
+# The phases of one repeat: (name, actor count, learner sampling?).
+def _phases(actor_counts: Sequence[int]) -> list[tuple[str, int, bool]]:
+    return [
+        *(("insert", n, False) for n in actor_counts),
+        ("sample", 0, True),
+        *(("together", n, True) for n in actor_counts),
+    ]
 
 
 def _chunk_protos(n: int, obs_dim: int, count: int, actor_id: str) -> list[Any]:
@@ -176,7 +191,8 @@ def _phase(
     return rate("insert"), rate("sample")
 
 
-def _bench_store(store: str, args: argparse.Namespace, log_dir: Path) -> list[Row]:
+def _start_replay(store: str, args: argparse.Namespace, log_dir: Path) -> tuple[Any, str]:
+    """A replay service on store with the limiter off: (process, its table name)."""
     table = f"bench-{uuid.uuid4().hex[:8]}"
     env = {"ACTORQ_STORE": store, "ACTORQ_LOG_LEVEL": "WARNING"}  # URL kept off the command line
     svc = procs.start(
@@ -187,36 +203,66 @@ def _bench_store(store: str, args: argparse.Namespace, log_dir: Path) -> list[Ro
         ],
         log_dir,
         env=env,
-        label=f"replay-{'redis' if is_redis_url(store) else 'memory'}",
+        label=f"replay-{'redis' if is_redis_url(store) else 'memory'}-{table}",
     )
-    label = redact_url(store)
+    return svc, table
+
+
+def run_interleaved(args: argparse.Namespace, log_dir: Path) -> list[Row]:
+    """Every phase on every store in turn, ``args.repeats`` times; one Row per run."""
+    started: list[tuple[str, Any, str]] = []
     rows: list[Row] = []
     try:
-        procs.wait_all_healthy([svc], 60)
-        for actors in args.actors:
-            ins, _ = _phase(svc.address, actors, False, args)
-            rows.append(Row(label, args.sampler, "insert", actors, ins, None))
-            print(f"  {label}: {actors} actor(s) insert {ins:,.0f} transitions/s", flush=True)
-        _, smp = _phase(svc.address, 0, True, args)
-        rows.append(Row(label, args.sampler, "sample", 0, None, smp))
-        print(f"  {label}: learner samples {smp:,.0f} transitions/s", flush=True)
-        for actors in args.actors:
-            ins, smp = _phase(svc.address, actors, True, args)
-            rows.append(Row(label, args.sampler, "together", actors, ins, smp))
-            print(
-                f"  {label}: {actors} actor(s) + learner: insert {ins:,.0f}/s, sample {smp:,.0f}/s",
-                flush=True,
-            )
-    except grpc.RpcError as err:
-        raise SystemExit(
-            f"bench replay: the replay on {label} failed: {err.code().name}: {err.details()}\n"
-            f"{svc.log_tail()}"
-        ) from None
+        for store in args.store:
+            svc, table = _start_replay(store, args, log_dir)
+            started.append((store, svc, table))
+        procs.wait_all_healthy([svc for _, svc, _ in started], 60)
+        for repeat in range(args.repeats):
+            for phase, actors, learner in _phases(args.actors):
+                for store, svc, _ in started:
+                    label = redact_url(store)
+                    try:
+                        ins, smp = _phase(svc.address, actors, learner, args)
+                    except grpc.RpcError as err:
+                        raise SystemExit(
+                            f"bench replay: the replay on {label} failed: {err.code().name}: "
+                            f"{err.details()}\n{svc.log_tail()}"
+                        ) from None
+                    rows.append(Row(label, args.sampler, phase, actors, ins, smp, repeat))
+                    print(
+                        f"  [{repeat + 1}/{args.repeats}] {label}: {phase}, {actors} actor(s): "
+                        f"insert {_fmt(ins)}/s, sample {_fmt(smp)}/s",
+                        flush=True,
+                    )
     finally:
-        svc.stop()
-        if is_redis_url(store):
-            _drop_table(store, table)
+        for store, svc, table in started:
+            svc.stop()
+            if is_redis_url(store):
+                _drop_table(store, table)
     return rows
+
+
+def medians(runs: Sequence[Row]) -> list[Row]:
+    """One Row per (store, phase, actors): the median of its repeats, in first-seen order."""
+    groups: dict[tuple[str, str, int], list[Row]] = {}
+    for r in runs:
+        groups.setdefault((r.store, r.phase, r.actors), []).append(r)
+
+    def median(values: list[float | None]) -> float | None:
+        got = [v for v in values if v is not None]
+        return float(np.median(got)) if got else None
+
+    return [
+        Row(
+            store,
+            group[0].sampler,
+            phase,
+            actors,
+            median([r.inserted_per_s for r in group]),
+            median([r.sampled_per_s for r in group]),
+        )
+        for (store, phase, actors), group in groups.items()
+    ]
 
 
 def _drop_table(store: str, table: str) -> None:
@@ -238,31 +284,66 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def format_table(rows: Sequence[Row]) -> str:
-    """The results as a fixed-width table, with Redis/memory ratios when both ran."""
-    head = f"{'store':<34} {'sampler':<11} {'phase':<9} {'actors':>6} {'inserted/s':>12} {'sampled/s':>12}"
-    lines = [head, "-" * len(head)]
+def _spread(runs: Sequence[Row], r: Row, attr: str) -> str:
+    """ "min-max" of one figure over the repeats (empty for one repeat)."""
+    values = [
+        getattr(x, attr)
+        for x in runs
+        if (x.store, x.phase, x.actors) == (r.store, r.phase, r.actors)
+        and getattr(x, attr) is not None
+    ]
+    if len(values) < 2:
+        return ""
+    return f"{min(values) / 1e3:,.0f}-{max(values) / 1e3:,.0f}k"
+
+
+def format_table(runs: Sequence[Row]) -> str:
+    """Medians (and ranges) as a fixed-width table, with memory/other ratios when both ran."""
+    rows = medians(runs)
+    head = (
+        f"{'store':<34} {'sampler':<11} {'phase':<9} {'actors':>6} {'inserted/s':>12} "
+        f"{'range':>10} {'sampled/s':>12} {'range':>10}"
+    )
+    repeats = len({r.repeat for r in runs})
+    lines = [f"medians of {repeats} interleaved repeat(s)", head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r.store:<34} {r.sampler:<11} {r.phase:<9} {r.actors:>6} "
-            f"{_fmt(r.inserted_per_s):>12} {_fmt(r.sampled_per_s):>12}"
+            f"{_fmt(r.inserted_per_s):>12} {_spread(runs, r, 'inserted_per_s'):>10} "
+            f"{_fmt(r.sampled_per_s):>12} {_spread(runs, r, 'sampled_per_s'):>10}"
         )
-    memory = {(r.phase, r.actors): r for r in rows if r.store == "memory"}
-    others = [r for r in rows if r.store != "memory" and (r.phase, r.actors) in memory]
-    if memory and others:
+    ratios = memory_ratios(runs)
+    if ratios:
         lines.append("")
-        lines.append("memory / other (how many times faster memory is; target <= 2):")
-        for r in others:
-            m = memory[(r.phase, r.actors)]
-            parts = []
-            for name, a, b in (
-                ("insert", m.inserted_per_s, r.inserted_per_s),
-                ("sample", m.sampled_per_s, r.sampled_per_s),
-            ):
-                if a and b:
-                    parts.append(f"{name} {a / b:.2f}x")
-            lines.append(f"  {r.phase:<9} {r.actors} actor(s): {', '.join(parts)}")
+        lines.append(
+            "memory / other, median of the per-repeat ratios (how many times faster memory "
+            "is; target <= 2):"
+        )
+        for (store, phase, actors), parts in ratios.items():
+            text = ", ".join(f"{name} {value:.2f}x" for name, value in parts.items())
+            lines.append(f"  {store:<34} {phase:<9} {actors} actor(s): {text}")
     return "\n".join(lines)
+
+
+def memory_ratios(runs: Sequence[Row]) -> dict[tuple[str, str, int], dict[str, float]]:
+    """memory's rate / another store's, per phase: the median over repeats of the ratio
+    of the two runs of one repeat (run back to back)."""
+    memory = {(r.repeat, r.phase, r.actors): r for r in runs if r.store == "memory"}
+    per: dict[tuple[str, str, int], dict[str, list[float]]] = {}
+    for r in runs:
+        m = memory.get((r.repeat, r.phase, r.actors))
+        if r.store == "memory" or m is None:
+            continue
+        parts = per.setdefault((r.store, r.phase, r.actors), {})
+        for name, a, b in (
+            ("insert", m.inserted_per_s, r.inserted_per_s),
+            ("sample", m.sampled_per_s, r.sampled_per_s),
+        ):
+            if a and b:
+                parts.setdefault(name, []).append(a / b)
+    return {
+        key: {name: float(np.median(v)) for name, v in parts.items()} for key, parts in per.items()
+    }
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -277,6 +358,9 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
         "--actors", default="1,4", help="actor counts to measure, comma-separated (default 1,4)"
     )
     p.add_argument("--duration", type=float, default=3.0, help="seconds per phase")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="interleaved rounds of every phase (default 3)"
+    )
     p.add_argument("--capacity", type=int, default=100_000, help="replay capacity")
     p.add_argument("--chunk-size", type=int, default=64, help="transitions per chunk")
     p.add_argument("--chunks-per-insert", type=int, default=8, help="chunks per Insert stream")
@@ -296,17 +380,18 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
         p.error(f"--actors must be comma-separated integers, got {args.actors!r}")
     if not args.actors or min(args.actors) < 1:
         p.error("--actors needs counts >= 1")
+    if args.repeats < 1:
+        p.error(f"--repeats must be at least 1, got {args.repeats}")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the table and write the JSON."""
     args = _parse(list(argv or []))
-    rows: list[Row] = []
+    stores = ", ".join(redact_url(s) for s in args.store)
+    print(f"{stores} ({args.sampler} sampler), {args.repeats} interleaved repeat(s):", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as logs:
-        for store in args.store:
-            print(f"{redact_url(store)} ({args.sampler} sampler):", flush=True)
-            rows += _bench_store(store, args, Path(logs))
+        rows = run_interleaved(args, Path(logs))
     print()
     print(format_table(rows))
     out = Path(args.json)
@@ -324,7 +409,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "os": platform.platform(),
             "python": platform.python_version(),
         },
-        "results": [asdict(r) for r in rows],
+        "medians": [asdict(r) for r in medians(rows)],
+        "memory_over_other": [
+            {"store": store, "phase": phase, "actors": actors, **parts}
+            for (store, phase, actors), parts in memory_ratios(rows).items()
+        ],
+        "runs": [asdict(r) for r in rows],
     }
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {out}")

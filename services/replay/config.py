@@ -83,10 +83,11 @@ class ReplayConfig:
         "seconds to connect to Redis or wait for one reply before the call fails with UNAVAILABLE",
     )
     sample_prefetch: int = opt(
-        2,
-        "batches each Sample stream draws ahead of the one being sent, on a thread of "
-        "its own, so drawing (a Redis round trip) overlaps encoding and sending; they "
-        "count as sampled when drawn. 0: draw each batch only when it is sent",
+        4,
+        "batches each Sample stream draws at a time (one store call: one Redis round "
+        "trip), on a thread of its own that keeps up to twice that many ahead of the one "
+        "being sent, so drawing overlaps encoding and sending; they count as sampled when "
+        "drawn. 0: draw each batch only when it is sent",
     )
     max_workers: int = opt(
         64,
@@ -99,6 +100,8 @@ class ReplayConfig:
             raise ConfigError(f"port {self.port} is outside 0..65535")
         if self.capacity < 1:
             raise ConfigError(f"capacity must be at least 1, got {self.capacity}")
+        if self.capacity >= 2**32:
+            raise ConfigError(f"capacity must be below 2**32, got {self.capacity}")
         check_settings(self.samples_per_insert, self.min_size_to_sample, self.error_buffer)
         if self.min_size_to_sample > self.capacity:
             raise ConfigError(

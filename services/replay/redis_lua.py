@@ -15,9 +15,10 @@ Keys (``P`` = ``actorq:{TABLE}:``; the braces keep them in one cluster slot):
   end_key)), limiter counters ``inserts``/``samples``/``deletes``,
   ``insert_calls``, ``sample_batches``; prioritized: ``max_leaf``
   (priority^alpha given to new items) and ``version`` (count of priority changes).
-- ``P rows`` hash: slot (decimal text) -> packed row; key k lives in slot k % capacity (a
-  ring: FIFO eviction is the overwrite of the oldest slot). One HMGET reads a
-  whole batch.
+- ``P rows`` hash: slot (4-byte little-endian unsigned, ``SLOT_FORMAT``) ->
+  packed row; key k lives in slot k % capacity (a ring: FIFO eviction is the
+  overwrite of the oldest slot). One HMGET reads a whole batch; fixed-width
+  field names let the replica pack that HMGET with numpy (``hmget_command``).
 - ``P leaves`` string (prioritized): priority^alpha of slot s as float64 at byte 8 s.
 - ``P changes`` stream (prioritized): one entry per priority change, id
   ``VERSION-1``, so a replica can catch up from the version it has; trimmed
@@ -61,6 +62,10 @@ CHANGES_KEPT = 4096
 CHANGES_PER_REPLY = 256
 # How long a sampler that came back STALE may hold priority changes off.
 LEASE_MS = 250
+# How a slot is written as a field of the rows hash (Lua's struct and numpy's '<u4').
+SLOT_FORMAT = "<I4"
+# Part of the table's settings: a table written with other field names is refused.
+ROWS_LAYOUT = "slot-u32le"
 
 PRELUDE = f"""
 local meta, state, rows, leaves, changes, actors, seen, lease =
@@ -75,6 +80,7 @@ local ARGS_PER_CALL = {ARGS_PER_CALL}
 local CHANGES_KEPT = {CHANGES_KEPT}
 local CHANGES_PER_REPLY = {CHANGES_PER_REPLY}
 local LEASE_MS = {LEASE_MS}
+local function slot_field(slot) return struct.pack('{SLOT_FORMAT}', slot) end
 
 -- The table's settings, written by the first replica; any other must match.
 local function attach()
@@ -108,6 +114,15 @@ local function can_sample(ins, smp, del, n)
   if ins - del < min_size then return false end
   if spi <= 0 then return true end
   return ins * spi - smp - n >= spi * min_size - eb
+end
+
+-- How many of wanted batches (the first allowed) the limiter lets through in a row.
+local function count_served(ins, smp, del, batch, wanted)
+  local served = 1
+  while served < wanted and can_sample(ins, smp + served * batch, del, batch) do
+    served = served + 1
+  end
+  return served
 end
 
 -- redis.call(cmd, key, args...) in calls of at most ARGS_PER_CALL arguments.
@@ -172,7 +187,7 @@ local rb = tonumber(redis.call('HGET', meta, 'row_bytes'))
 local blob = ARGV[11]
 local fields = {}
 for i = 0, n - 1 do
-  fields[#fields + 1] = (end_key + i) % cap  -- Redis writes an integral number as its digits
+  fields[#fields + 1] = slot_field((end_key + i) % cap)
   fields[#fields + 1] = string.sub(blob, i * rb + 1, (i + 1) * rb)
 end
 spread('HSET', rows, fields)
@@ -199,41 +214,49 @@ return {'OK', size, version, end_key + n, unpack(change)}
 )
 
 # Uniform. ARGV[8] batch size, [9] the first key and [10] the size the caller
-# drew its keys for, [11] its uniform numbers (float64). If the live range is
-# still that one, the rows come from an HMGET the caller queued right after
-# this script in the same MULTI/EXEC, so no row passes through Lua (about 1 us
-# a row); if inserts moved it, the script draws from the same numbers
-# (``uniform_offsets``) and reads the rows itself, saving a second round trip.
-# Reply: {'OK'} (the HMGET's rows are the batch) | {'MOVED', first, size, rows}
-# | {'WAIT'} | {'SETTINGS', stored}.
+# drew its keys for, [11] its uniform numbers (float64), [12] the batches
+# wanted (its numbers are for that many). Serves the first batch if the
+# limiter allows it, then as many more as it allows, as if sampled one by
+# one. If the live range is still that one, the rows come from an HMGET the
+# caller queued right after this script in the same MULTI/EXEC (for every
+# batch wanted; it keeps those served), so no row passes through Lua (about
+# 1 us a row); if inserts moved it, the script draws from the same numbers
+# (``uniform_offsets``) and reads the served rows itself, saving a second
+# round trip.
+# Reply: {'OK', served} (the HMGET's rows are the batches) |
+# {'MOVED', first, size, rows, served} | {'WAIT'} | {'SETTINGS', stored}.
 SAMPLE_UNIFORM = (
     PRELUDE
     + """
 local batch = tonumber(ARGV[8])
 local end_key, size, ins, smp, del = counters()
 if size == 0 or not can_sample(ins, smp, del, batch) then return {'WAIT'} end
-redis.call('HINCRBY', state, 'samples', batch)
-redis.call('HINCRBY', state, 'sample_batches', 1)
+local served = count_served(ins, smp, del, batch, tonumber(ARGV[12]))
+redis.call('HINCRBY', state, 'samples', served * batch)
+redis.call('HINCRBY', state, 'sample_batches', served)
 local first = end_key - size
-if first == tonumber(ARGV[9]) and size == tonumber(ARGV[10]) then return {'OK'} end
+if first == tonumber(ARGV[9]) and size == tonumber(ARGV[10]) then return {'OK', served} end
 local fields = {}
-for i = 1, batch, 500 do
-  local k = math.min(500, batch - i + 1)
+local wanted = served * batch
+for i = 1, wanted, 500 do
+  local k = math.min(500, wanted - i + 1)
   local u = {struct.unpack('<' .. string.rep('d', k), ARGV[11], (i - 1) * 8 + 1)}
   for j = 1, k do
     local off = math.floor(u[j] * size)  -- uniform_offsets
     if off > size - 1 then off = size - 1 end
-    fields[i + j - 1] = (first + off) % cap  -- Redis writes an integral number as its digits
+    fields[i + j - 1] = slot_field((first + off) % cap)
   end
 end
-return {'MOVED', first, size, table.concat(spread('HMGET', rows, fields))}
+return {'MOVED', first, size, table.concat(spread('HMGET', rows, fields)), served}
 """
 )
 
 # Prioritized. ARGV[8] batch size, drawn by the caller from its tree at [9]
-# epoch, [10] version; [11] a lease token, or '' for none. As for uniform, the
-# caller reads the drawn slots' rows with an HMGET right after, in the same
-# MULTI/EXEC. Reply: {'OK'} (the HMGET's rows are the batch) | {'STALE', changes} (the log entries after its
+# epoch, [10] version; [11] a lease token, or '' for none; [12] the batches
+# drawn (served as for uniform: as many as the limiter allows). As for
+# uniform, the caller reads the drawn slots' rows with an HMGET right after,
+# in the same MULTI/EXEC. Reply: {'OK', served} (the HMGET's rows are the
+# batches) | {'STALE', changes} (the log entries after its
 # version: apply, draw again) | {'RELOAD'} (too far behind, or a new table:
 # load SNAPSHOT) | {'WAIT'} | {'SETTINGS', stored}.
 #
@@ -265,9 +288,10 @@ end
 if held then redis.call('DEL', lease) end
 local end_key, size, ins, smp, del = counters()
 if size == 0 or not can_sample(ins, smp, del, batch) then return {'WAIT'} end
-redis.call('HINCRBY', state, 'samples', batch)
-redis.call('HINCRBY', state, 'sample_batches', 1)
-return {'OK'}
+local served = count_served(ins, smp, del, batch, tonumber(ARGV[12]))
+redis.call('HINCRBY', state, 'samples', served * batch)
+redis.call('HINCRBY', state, 'sample_batches', served)
+return {'OK', served}
 """
 )
 
@@ -327,7 +351,7 @@ for i = 1, #ks / 8 do
   local key = struct.unpack('<d', ks, (i - 1) * 8 + 1)
   if key >= first and key < end_key then
     keys[#keys + 1] = struct.pack('<d', key)
-    slots[#slots + 1] = string.format('%d', key % cap)
+    slots[#slots + 1] = slot_field(key % cap)
   end
 end
 return {'OK', table.concat(keys), table.concat(spread('HMGET', rows, slots))}

@@ -116,6 +116,7 @@ def settings_text(cfg: ReplayConfig) -> str:
         "min_size_to_sample": int(cfg.min_size_to_sample),
         **{name: float(getattr(cfg, name)) for name in floats},  # 1 and 1.0 agree
         "sampler": cfg.sampler,
+        "rows": redis_lua.ROWS_LAYOUT,
     }
     return ";".join(f"{name}={value!r}" for name, value in values.items())
 
@@ -216,6 +217,8 @@ class RedisTable:
             int(self.prioritized),
             uuid.uuid4().hex,  # the table's epoch, should this replica create it
         ]
+        # What every script call starts with (numkeys, keys, common arguments), packed.
+        self._script_args = PackedArgs(len(self._keys), *self._keys, *self._common)
         self._scripts = {
             name: client.register_script(getattr(redis_lua, name))
             for name in (
@@ -417,6 +420,21 @@ class RedisTable:
         Same refusals as ``ReplayTable.sample``; StoreUnavailableError when
         Redis cannot be reached.
         """
+        (batch,) = self.sample_many(batch_size, 1, should_continue=should_continue, timeout=timeout)
+        return batch
+
+    def sample_many(
+        self,
+        batch_size: int,
+        count: int,
+        *,
+        should_continue: Callable[[], bool] | None = None,
+        timeout: float | None = None,
+    ) -> list[SampledBatch]:
+        """1 to count batches in one script and round trip, as ``ReplayTable.sample_many``:
+        the first once the shared limiter allows it, then as many more as it allows."""
+        if count < 1:
+            raise ValueError(f"count must be at least 1 batch, got {count}")
         try:
             self.limiter.check_batch(batch_size)
             check_batch_bytes(batch_size, self._signature, self.max_batch_bytes)
@@ -424,7 +442,7 @@ class RedisTable:
             self.note_rejected()
             raise
         with self._cond:  # the generator is shared by every Sample stream
-            u = self._rng.random(batch_size)
+            u = self._rng.random((count, batch_size))
         deadline = None if timeout is None else time.monotonic() + timeout
         waited: int | None = None
         try:
@@ -436,10 +454,10 @@ class RedisTable:
                 except ValueError:
                     self.note_rejected()
                     raise
-                batch = self._draw(u) if self.prioritized else self._draw_uniform(u)
-                if batch is not None:
+                batches = self._draw(u) if self.prioritized else self._draw_uniform(u)
+                if batches is not None:
                     self._notify()
-                    return batch
+                    return batches
                 waited = waited if waited is not None else self._begin_wait("sample")
                 self._wait(
                     lambda lim: lim.can_sample(batch_size), "sample", should_continue, deadline
@@ -448,39 +466,62 @@ class RedisTable:
             if waited is not None:
                 self._end_wait(waited)
 
-    def _draw_uniform(self, u: np.ndarray) -> SampledBatch | None:
-        """One uniform batch, None if the limiter says wait.
+    def _draw_uniform(self, u: np.ndarray) -> list[SampledBatch] | None:
+        """Uniform batches for u (one row of numbers a batch), None if the limiter
+        says wait.
 
         Keys are drawn here for the live range last seen and their rows read
         by an HMGET in the same MULTI/EXEC as the script; if inserts moved the
         range meanwhile, the script draws from the same numbers and sends the
-        rows itself (MOVED). Either way the batch is drawn from the table as it
-        is, as if inside the script.
+        rows itself (MOVED). Either way the batches are drawn from the table as
+        it is, as if inside the script.
         """
+        count, batch_size = u.shape
+        flat = u.ravel()
         first, size = self._live_range
-        keys = first + uniform_offsets(u, max(size, 1))
+        keys = first + uniform_offsets(flat, max(size, 1))
         reply, rows = self._run_then_read(
-            "SAMPLE_UNIFORM", keys, len(u), first, size, u.astype("<f8").tobytes()
+            "SAMPLE_UNIFORM", keys, batch_size, first, size, flat.astype("<f8").tobytes(), count
         )
         if reply[0] == b"WAIT":
             return None
         if reply[0] == b"MOVED":
-            first, size, rows = int(reply[1]), int(reply[2]), reply[3]
+            first, size, blob, served = int(reply[1]), int(reply[2]), reply[3], int(reply[4])
             self._live_range = (first, size)
-            keys = first + uniform_offsets(u, size)
-        return SampledBatch(self._unpack(rows, len(u)), keys, np.ones(len(u), np.float32))
+            keys = first + uniform_offsets(flat[: served * batch_size], size)
+        else:
+            served = int(reply[1])
+            blob = b"".join(rows[: served * batch_size])
+        weights = np.ones(served * batch_size, np.float32)
+        return self._batches(blob, keys, weights, batch_size, served)
 
-    def _run_then_read(self, name: str, keys: np.ndarray, *args: Any) -> tuple[list[Any], bytes]:
+    def _batches(
+        self, blob: bytes, keys: np.ndarray, weights: np.ndarray, batch_size: int, served: int
+    ) -> list[SampledBatch]:
+        """served batches from their rows packed back to back (keys, weights: at least
+        as many, in the same order)."""
+        columns = self._unpack(blob, served * batch_size)
+        out = []
+        for i in range(served):
+            cut = slice(i * batch_size, (i + 1) * batch_size)
+            out.append(
+                SampledBatch(
+                    {name: col[cut] for name, col in columns.items()}, keys[cut], weights[cut]
+                )
+            )
+        return out
+
+    def _run_then_read(
+        self, name: str, keys: np.ndarray, *args: Any
+    ) -> tuple[list[Any], list[bytes]]:
         """Run a sample script and HMGET the rows of keys in one MULTI/EXEC:
-        (the script's reply, the rows packed back to back if it said OK)."""
+        (the script's reply, the rows, one per key, if it said OK)."""
         script = self._scripts[name]
-        slots = (keys % self.capacity).tolist()
+        hmget = hmget_command(self._keys[KEY_NAMES.index("rows")], keys % self.capacity)
         for attempt in (1, 2):
+            evalsha = resp_command("EVALSHA", script.sha, self._script_args, *args)
             try:
-                pipe = self._redis.pipeline(transaction=True)
-                pipe.evalsha(script.sha, len(self._keys), *self._keys, *self._common, *args)
-                pipe.hmget(self._keys[KEY_NAMES.index("rows")], slots)
-                reply, rows = pipe.execute()
+                reply, rows = self._transaction(evalsha + hmget, 2)
                 break
             except redis.exceptions.NoScriptError:  # a restarted Redis forgot the scripts
                 if attempt == 2:
@@ -493,7 +534,27 @@ class RedisTable:
         self._reachable()
         if reply[0] == b"SETTINGS":
             raise self._mismatch(reply[1])
-        return list(reply), b"".join(rows) if reply[0] == b"OK" else b""
+        return list(reply), rows if reply[0] == b"OK" else []
+
+    def _transaction(self, commands: bytes, count: int) -> list[Any]:
+        """EXEC's replies to ``count`` RESP-packed commands sent as MULTI ... EXEC
+        in one write, on a pooled connection (reconnecting once, as ``connect`` says).
+
+        The sample path's own pipeline: redis-py packs an argument in about
+        0.7 us, so its pipeline spent longer packing a 256-field HMGET than
+        Redis spends serving it. A command refused when queued, or failing in
+        EXEC, raises its error (NoScriptError included).
+        """
+        pool = self._redis.connection_pool
+        conn = pool.get_connection()
+        try:
+            replies: list[Any] = conn.retry.call_with_retry(
+                lambda: _send_transaction(conn, commands, count),
+                lambda _err: conn.disconnect(),
+            )
+            return replies
+        finally:
+            pool.release(conn)
 
     def _load_scripts(self) -> None:
         try:
@@ -502,13 +563,15 @@ class RedisTable:
         except _UNAVAILABLE as err:
             raise self._unavailable(err) from None
 
-    def _draw(self, u: np.ndarray) -> SampledBatch | None:
-        """One prioritized batch drawn from this replica's tree, served only if the
-        table is still at the tree's version; None if the limiter says wait.
+    def _draw(self, u: np.ndarray) -> list[SampledBatch] | None:
+        """Prioritized batches (one row of u a batch) drawn from this replica's tree,
+        served only if the table is still at the tree's version; None if the
+        limiter says wait.
 
         A stale answer also gives it the lease (see redis_lua.SAMPLE_PRIORITIZED),
         so the second draw is served however fast others commit.
         """
+        count, batch_size = u.shape
         token = uuid.uuid4().hex
         while True:
             with self._mirror_lock:
@@ -516,21 +579,32 @@ class RedisTable:
                 loaded = mirror.epoch is not None
                 epoch, version = mirror.epoch, mirror.version
                 if loaded and mirror.size > 0:
-                    keys, weights = proportional_draw(
-                        mirror.tree, u, mirror.first_key, mirror.size, self.importance_exponent
-                    )
+                    drawn = [
+                        proportional_draw(
+                            mirror.tree,
+                            row,
+                            mirror.first_key,
+                            mirror.size,
+                            self.importance_exponent,
+                        )
+                        for row in u
+                    ]
+                    keys = np.concatenate([k for k, _ in drawn])
+                    weights = np.concatenate([w for _, w in drawn])
                 else:  # nothing to draw from; the script will say wait (or stale)
-                    keys = np.zeros(len(u), np.int64)
-                    weights = np.ones(len(u), np.float32)
+                    keys = np.zeros(u.size, np.int64)
+                    weights = np.ones(u.size, np.float32)
             if not loaded:
                 self._reload()
                 continue
             reply, rows = self._run_then_read(
-                "SAMPLE_PRIORITIZED", keys, len(u), epoch, version, token
+                "SAMPLE_PRIORITIZED", keys, batch_size, epoch, version, token, count
             )
             status = reply[0]
             if status == b"OK":
-                return SampledBatch(self._unpack(rows, len(u)), keys, weights)
+                served = int(reply[1])
+                blob = b"".join(rows[: served * batch_size])
+                return self._batches(blob, keys, weights, batch_size, served)
             if status == b"WAIT":
                 return None
             if status == b"STALE":
@@ -739,6 +813,67 @@ class RedisTable:
             self._closed = True
             self._cond.notify_all()
         self._redis.close()
+
+
+_MULTI = b"*1\r\n$5\r\nMULTI\r\n"
+_EXEC = b"*1\r\n$4\r\nEXEC\r\n"
+_SLOT_FIELD_HEAD = np.frombuffer(b"$4\r\n", dtype=np.uint8)
+_CRLF = np.frombuffer(b"\r\n", dtype=np.uint8)
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+class PackedArgs:
+    """Arguments packed once as RESP, for a command sent many times (resp_command)."""
+
+    def __init__(self, *args: bytes | str | int) -> None:
+        self.count = len(args)
+        self.packed = b"".join(_bulk(_encode(a)) for a in args)
+
+
+def _encode(arg: bytes | str | int) -> bytes:
+    return arg if isinstance(arg, bytes) else str(arg).encode()
+
+
+def resp_command(*args: bytes | str | int | PackedArgs) -> bytes:
+    """One command as RESP (what redis-py sends), for a few arguments."""
+    count = sum(a.count if isinstance(a, PackedArgs) else 1 for a in args)
+    body = b"".join(a.packed if isinstance(a, PackedArgs) else _bulk(_encode(a)) for a in args)
+    return b"*%d\r\n%b" % (count, body)
+
+
+def hmget_command(key: str, slots: np.ndarray) -> bytes:
+    """``HMGET key slot...`` as RESP, the slots as the rows hash's 4-byte fields
+    (``redis_lua.SLOT_FORMAT``): fixed-width, so numpy packs them in one go."""
+    n = len(slots)
+    fields = np.empty((n, 10), dtype=np.uint8)
+    fields[:, :4] = _SLOT_FIELD_HEAD
+    fields[:, 4:8] = np.asarray(slots, dtype="<u4").view(np.uint8).reshape(n, 4)
+    fields[:, 8:] = _CRLF
+    return b"*%d\r\n$5\r\nHMGET\r\n%b" % (n + 2, _bulk(key.encode())) + fields.tobytes()
+
+
+def _send_transaction(conn: Any, commands: bytes, count: int) -> list[Any]:
+    """Send MULTI, commands, EXEC; read every reply; EXEC's (see _transaction)."""
+    conn.send_packed_command([_MULTI + commands + _EXEC])
+    refused: redis.ResponseError | None = None
+    for _ in range(count + 1):  # +OK for MULTI, then +QUEUED per command
+        try:
+            conn.read_response()
+        except redis.ResponseError as err:
+            refused = refused or err
+    try:
+        replies = conn.read_response()
+    except redis.exceptions.ExecAbortError:
+        if refused is None:
+            raise
+        raise refused from None
+    for reply in replies:
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+    return list(replies)
 
 
 def make_limiter_like(limiter: SampleToInsertRatio) -> SampleToInsertRatio:

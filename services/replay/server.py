@@ -220,25 +220,33 @@ _SAMPLE_ERRORS = (ValueError, TableClosedError, WaitAbandonedError, *_STORE_ERRO
 
 
 def _drawn_batches(
-    table: Table, request: replay_pb2.SampleRequest, is_active: Callable[[], bool]
+    table: Table,
+    request: replay_pb2.SampleRequest,
+    is_active: Callable[[], bool],
+    group: int = 1,
 ) -> Iterator[replay_pb2.SampleBatch | Exception]:
-    """Encoded batches drawn one by one; ends with the error that stopped it, if any."""
+    """Encoded batches, drawn up to ``group`` at a time (one store call, for Redis one
+    round trip) but never past num_batches; ends with the error that stopped it, if any."""
     sent = 0
     while request.num_batches == 0 or sent < request.num_batches:
+        count = group if request.num_batches == 0 else min(group, request.num_batches - sent)
         try:
-            batch = table.sample(request.batch_size, should_continue=is_active)
+            batches = table.sample_many(request.batch_size, count, should_continue=is_active)
         except _SAMPLE_ERRORS as err:
             yield err
             return
-        yield encode_batch(batch)
-        sent += 1
+        for batch in batches:
+            yield encode_batch(batch)
+        sent += len(batches)
 
 
 class _PrefetchedBatches:
-    """``_drawn_batches`` run ``depth`` batches ahead on a thread of its own.
+    """``_drawn_batches`` run ahead on a thread of its own, ``depth`` batches drawn
+    at a time: up to 2 x depth batches are drawn before the client takes them.
 
     The thread blocks on Redis (or numpy) with the GIL released while the
-    gRPC thread serialises and sends the previous batch.
+    gRPC thread serialises and sends the previous batches; drawing several
+    per store call saves Redis a round trip and script run per batch.
     """
 
     _END = object()
@@ -254,7 +262,7 @@ class _PrefetchedBatches:
         self._stop = threading.Event()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._source = _drawn_batches(
-            table, request, lambda: is_active() and not self._stop.is_set()
+            table, request, lambda: is_active() and not self._stop.is_set(), depth
         )
         self._thread = threading.Thread(target=self._run, name="sample-prefetch", daemon=True)
         self._thread.start()

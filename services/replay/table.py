@@ -267,6 +267,18 @@ class Table(Protocol):
         """One batch once the rate limiter allows it."""
         ...
 
+    def sample_many(
+        self,
+        batch_size: int,
+        count: int,
+        *,
+        should_continue: Callable[[], bool] | None = None,
+        timeout: float | None = None,
+    ) -> list[SampledBatch]:
+        """1 to count batches in one go: the first once the limiter allows it, then as
+        many more as it allows right away, as if sampled one after the other."""
+        ...
+
     def update_priorities(self, keys: np.ndarray, priorities: np.ndarray) -> int:
         """Set priorities of live keys; returns how many were updated."""
         ...
@@ -411,6 +423,22 @@ class ReplayTable:
         (checked before waiting); BatchTooLargeError if the batch would not fit
         in max_batch_bytes; the same give-up errors as ``insert``.
         """
+        (batch,) = self.sample_many(batch_size, 1, should_continue=should_continue, timeout=timeout)
+        return batch
+
+    def sample_many(
+        self,
+        batch_size: int,
+        count: int,
+        *,
+        should_continue: Callable[[], bool] | None = None,
+        timeout: float | None = None,
+    ) -> list[SampledBatch]:
+        """1 to count batches: the first once ``can_sample(batch_size)`` holds, then
+        as many more as the limiter allows without waiting (what count separate
+        ``sample`` calls in a row would draw). Same refusals as ``sample``."""
+        if count < 1:
+            raise ValueError(f"count must be at least 1 batch, got {count}")
         try:
             self.limiter.check_batch(batch_size)
             self._check_batch_bytes(batch_size)
@@ -418,6 +446,7 @@ class ReplayTable:
             self.note_rejected()
             raise
         deadline = None if timeout is None else time.monotonic() + timeout
+        batches: list[SampledBatch] = []
         with self._cond:
             self._wait(
                 lambda: self.limiter.can_sample(batch_size), "sample", should_continue, deadline
@@ -427,14 +456,15 @@ class ReplayTable:
             except BatchTooLargeError:
                 self._stats.rejected_calls += 1
                 raise
-            end = self.store.end_key
-            keys, weights = self.sampler.sample(batch_size, end - self.store.size, end)
-            columns = self.store.gather(keys)
-            self.limiter.sample(batch_size)
-            self._stats.sampled += batch_size
-            self._stats.sample_batches += 1
+            while len(batches) < count and (not batches or self.limiter.can_sample(batch_size)):
+                end = self.store.end_key
+                keys, weights = self.sampler.sample(batch_size, end - self.store.size, end)
+                batches.append(SampledBatch(self.store.gather(keys), keys, weights))
+                self.limiter.sample(batch_size)
+                self._stats.sampled += batch_size
+                self._stats.sample_batches += 1
             self._cond.notify_all()
-        return SampledBatch(columns, keys, weights)
+        return batches
 
     def _check_batch_bytes(self, batch_size: int) -> None:
         check_batch_bytes(batch_size, self.store.signature, self.max_batch_bytes)
