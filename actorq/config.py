@@ -20,7 +20,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import yaml
 
@@ -215,6 +215,10 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 _SECRET_PARAMS = ("password", "pass", "token", "auth", "secret")
 
 
+def _is_secret_param(name: str) -> bool:
+    return any(w in name.lower() for w in _SECRET_PARAMS)
+
+
 def is_redis_url(store: str) -> bool:
     """Whether the configured store names Redis (anything but 'memory')."""
     return store.split("://", 1)[0] in REDIS_SCHEMES and "://" in store
@@ -237,7 +241,7 @@ def redact_url(store: str) -> str:
             netloc = f"{user}:***@{host}"
         query = urlencode(
             [
-                (k, "***" if any(w in k.lower() for w in _SECRET_PARAMS) else v)
+                (k, "***" if _is_secret_param(k) else v)
                 for k, v in parse_qsl(parts.query, keep_blank_values=True)
             ],
             safe="*/:",
@@ -245,3 +249,14 @@ def redact_url(store: str) -> str:
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     except ValueError:
         return f"{store.split('://', 1)[0]}://***"
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets ``redact_url`` hides (password, password-like query values), as
+    written and unquoted: to scrub them from messages that quote the URL's parts."""
+    parts = urlsplit(url)
+    found = [parts.password or ""]
+    if parts.username and parts.password is None:  # redis://secret@host: a password too
+        found.append(parts.username)
+    found += [v for k, v in parse_qsl(parts.query) if _is_secret_param(k)]
+    return [unquote(s) for s in found if s] + [s for s in found if s]

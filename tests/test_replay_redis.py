@@ -27,11 +27,9 @@ from services.replay.config import ReplayConfig
 from services.replay.rate_limiter import SampleToInsertRatio
 from services.replay.redis_lua import SLOT_FORMAT
 from services.replay.redis_table import (
-    PackedArgs,
     RedisRefusedError,
     RedisTable,
     hmget_command,
-    resp_command,
 )
 from services.replay.store import SignatureError, redact_url
 from services.replay.table import (
@@ -459,9 +457,6 @@ def test_the_hand_packed_hmget_is_the_command_redis_py_would_send() -> None:
     fields = [struct.pack("<I", int(s)) for s in slots]
     expected = b"".join(redis.Connection().pack_command("HMGET", "actorq:{t}:rows", *fields))
     assert hmget_command("actorq:{t}:rows", slots) == expected
-    assert resp_command("EVALSHA", "abc", PackedArgs(2, "k1", b"k2"), 1.5) == b"".join(
-        redis.Connection().pack_command("EVALSHA", "abc", 2, "k1", b"k2", "1.5")
-    )
 
 
 def test_sampling_goes_on_after_redis_forgets_the_scripts(

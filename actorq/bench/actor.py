@@ -112,12 +112,7 @@ class Width:
             "ort_fp32": fp32_model.SerializeToString(),
             # Built as the quantizer service builds it, from the same config.
             "ort_int8": quantize_int8(
-                fp32_model,
-                quant.int8_method,
-                self.calib,
-                per_channel=quant.per_channel,
-                fp32_input_layer=quant.fp32_input_layer,
-                reduce_range=quant.reduce_range,
+                fp32_model, quant.int8_method, self.calib, **quant.int8_options()
             ),
         }
         self.policies = {
@@ -232,11 +227,7 @@ def run(
         "num_actions": info.num_actions,
         "depth": DEPTH,
         "int8_method": method,
-        "int8_options": {
-            "per_channel": quant.per_channel,
-            "fp32_input_layer": quant.fp32_input_layer,
-            "reduce_range": quant.reduce_range,
-        },
+        "int8_options": quant.int8_options(),
         "torch_quantized_engine": torch.backends.quantized.engine if torch is not None else None,
         "threads": 1,
         "rounds": rounds,

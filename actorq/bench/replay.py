@@ -242,27 +242,37 @@ def run_interleaved(args: argparse.Namespace, log_dir: Path) -> list[Row]:
     return rows
 
 
-def medians(runs: Sequence[Row]) -> list[Row]:
-    """One Row per (store, phase, actors): the median of its repeats, in first-seen order."""
+def _by_phase(runs: Sequence[Row]) -> dict[tuple[str, str, int], list[Row]]:
+    """The runs of each (store, phase, actors), in first-seen order."""
     groups: dict[tuple[str, str, int], list[Row]] = {}
     for r in runs:
         groups.setdefault((r.store, r.phase, r.actors), []).append(r)
+    return groups
 
-    def median(values: list[float | None]) -> float | None:
-        got = [v for v in values if v is not None]
+
+def _values(group: Sequence[Row], attr: str) -> list[float]:
+    return [v for v in (getattr(r, attr) for r in group) if v is not None]
+
+
+def _median_row(group: Sequence[Row]) -> Row:
+    def median(attr: str) -> float | None:
+        got = _values(group, attr)
         return float(np.median(got)) if got else None
 
-    return [
-        Row(
-            store,
-            group[0].sampler,
-            phase,
-            actors,
-            median([r.inserted_per_s for r in group]),
-            median([r.sampled_per_s for r in group]),
-        )
-        for (store, phase, actors), group in groups.items()
-    ]
+    first = group[0]
+    return Row(
+        first.store,
+        first.sampler,
+        first.phase,
+        first.actors,
+        median("inserted_per_s"),
+        median("sampled_per_s"),
+    )
+
+
+def medians(runs: Sequence[Row]) -> list[Row]:
+    """One Row per (store, phase, actors): the median of its repeats, in first-seen order."""
+    return [_median_row(group) for group in _by_phase(runs).values()]
 
 
 def _drop_table(store: str, table: str) -> None:
@@ -284,14 +294,9 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def _spread(runs: Sequence[Row], r: Row, attr: str) -> str:
+def _spread(group: Sequence[Row], attr: str) -> str:
     """ "min-max" of one figure over the repeats (empty for one repeat)."""
-    values = [
-        getattr(x, attr)
-        for x in runs
-        if (x.store, x.phase, x.actors) == (r.store, r.phase, r.actors)
-        and getattr(x, attr) is not None
-    ]
+    values = _values(group, attr)
     if len(values) < 2:
         return ""
     return f"{min(values) / 1e3:,.0f}-{max(values) / 1e3:,.0f}k"
@@ -299,18 +304,18 @@ def _spread(runs: Sequence[Row], r: Row, attr: str) -> str:
 
 def format_table(runs: Sequence[Row]) -> str:
     """Medians (and ranges) as a fixed-width table, with memory/other ratios when both ran."""
-    rows = medians(runs)
     head = (
         f"{'store':<34} {'sampler':<11} {'phase':<9} {'actors':>6} {'inserted/s':>12} "
         f"{'range':>10} {'sampled/s':>12} {'range':>10}"
     )
     repeats = len({r.repeat for r in runs})
     lines = [f"medians of {repeats} interleaved repeat(s)", head, "-" * len(head)]
-    for r in rows:
+    for group in _by_phase(runs).values():
+        r = _median_row(group)
         lines.append(
             f"{r.store:<34} {r.sampler:<11} {r.phase:<9} {r.actors:>6} "
-            f"{_fmt(r.inserted_per_s):>12} {_spread(runs, r, 'inserted_per_s'):>10} "
-            f"{_fmt(r.sampled_per_s):>12} {_spread(runs, r, 'sampled_per_s'):>10}"
+            f"{_fmt(r.inserted_per_s):>12} {_spread(group, 'inserted_per_s'):>10} "
+            f"{_fmt(r.sampled_per_s):>12} {_spread(group, 'sampled_per_s'):>10}"
         )
     ratios = memory_ratios(runs)
     if ratios:

@@ -5,11 +5,20 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import TypedDict
 
 from actorq.config import ConfigError, opt
 from services.quantizer.quantize import INT8_METHODS, PRECISIONS
 
 DEFAULT_PORT = 50052
+
+
+class Int8Options(TypedDict):
+    """quantize_int8's keyword arguments that come from the config."""
+
+    per_channel: bool
+    fp32_input_layer: bool
+    reduce_range: bool
 
 
 @dataclass
@@ -87,6 +96,15 @@ class QuantizerConfig:
         "",
         "directory for onnxruntime.quantization's temporary files (empty: system temp dir)",
     )
+
+    def int8_options(self) -> Int8Options:
+        """The settings besides int8_method that shape an int8 model (quantize_int8's
+        keyword arguments): what the service builds, and benchmarks record."""
+        return Int8Options(
+            per_channel=self.per_channel,
+            fp32_input_layer=self.fp32_input_layer,
+            reduce_range=self.reduce_range,
+        )
 
     def __post_init__(self) -> None:
         if not self.precisions:

@@ -167,9 +167,7 @@ class Quantizer:
             self.cfg.int8_method,
             calib.obs,
             workdir=self.cfg.workdir or None,
-            per_channel=self.cfg.per_channel,
-            fp32_input_layer=self.cfg.fp32_input_layer,
-            reduce_range=self.cfg.reduce_range,
+            **self.cfg.int8_options(),
         )
         check_onnx(data, label)
         values = run_model(data, calib.obs, output, label)

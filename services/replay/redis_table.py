@@ -39,13 +39,14 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
+import hiredis
 import numpy as np
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from actorq.config import url_secrets
 from services.replay import redis_lua
 from services.replay.config import ReplayConfig
 from services.replay.rate_limiter import SampleToInsertRatio
@@ -61,6 +62,7 @@ from services.replay.table import (
     Chunk,
     SampledBatch,
     StoreUnavailableError,
+    Table,
     TableClosedError,
     TableMismatchError,
     TableStats,
@@ -183,7 +185,7 @@ class PriorityMirror:
         return True
 
 
-class RedisTable:
+class RedisTable(Table):
     """The ``Table`` interface over Redis (see the module doc)."""
 
     def __init__(
@@ -217,8 +219,6 @@ class RedisTable:
             int(self.prioritized),
             uuid.uuid4().hex,  # the table's epoch, should this replica create it
         ]
-        # What every script call starts with (numkeys, keys, common arguments), packed.
-        self._script_args = PackedArgs(len(self._keys), *self._keys, *self._common)
         self._scripts = {
             name: client.register_script(getattr(redis_lua, name))
             for name in (
@@ -408,21 +408,6 @@ class RedisTable:
 
     # -- samples -------------------------------------------------------------------
 
-    def sample(
-        self,
-        batch_size: int,
-        *,
-        should_continue: Callable[[], bool] | None = None,
-        timeout: float | None = None,
-    ) -> SampledBatch:
-        """Draw one batch in one script once the shared limiter allows it.
-
-        Same refusals as ``ReplayTable.sample``; StoreUnavailableError when
-        Redis cannot be reached.
-        """
-        (batch,) = self.sample_many(batch_size, 1, should_continue=should_continue, timeout=timeout)
-        return batch
-
     def sample_many(
         self,
         batch_size: int,
@@ -432,15 +417,9 @@ class RedisTable:
         timeout: float | None = None,
     ) -> list[SampledBatch]:
         """1 to count batches in one script and round trip, as ``ReplayTable.sample_many``:
-        the first once the shared limiter allows it, then as many more as it allows."""
-        if count < 1:
-            raise ValueError(f"count must be at least 1 batch, got {count}")
-        try:
-            self.limiter.check_batch(batch_size)
-            check_batch_bytes(batch_size, self._signature, self.max_batch_bytes)
-        except ValueError:
-            self.note_rejected()
-            raise
+        the first once the shared limiter allows it, then as many more as it allows.
+        StoreUnavailableError when Redis cannot be reached."""
+        self._check_sample(batch_size, count)
         with self._cond:  # the generator is shared by every Sample stream
             u = self._rng.random((count, batch_size))
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -450,7 +429,7 @@ class RedisTable:
                 if self._signature is None:
                     self._signature = self._stored_signature()
                 try:
-                    check_batch_bytes(batch_size, self._signature, self.max_batch_bytes)
+                    self._check_batch_bytes(batch_size)
                 except ValueError:
                     self.note_rejected()
                     raise
@@ -465,6 +444,9 @@ class RedisTable:
         finally:
             if waited is not None:
                 self._end_wait(waited)
+
+    def _check_batch_bytes(self, batch_size: int) -> None:
+        check_batch_bytes(batch_size, self._signature, self.max_batch_bytes)
 
     def _draw_uniform(self, u: np.ndarray) -> list[SampledBatch] | None:
         """Uniform batches for u (one row of numbers a batch), None if the limiter
@@ -519,7 +501,9 @@ class RedisTable:
         script = self._scripts[name]
         hmget = hmget_command(self._keys[KEY_NAMES.index("rows")], keys % self.capacity)
         for attempt in (1, 2):
-            evalsha = resp_command("EVALSHA", script.sha, self._script_args, *args)
+            evalsha = hiredis.pack_command(
+                ("EVALSHA", script.sha, len(self._keys), *self._keys, *self._common, *args)
+            )
             try:
                 reply, rows = self._transaction(evalsha + hmget, 2)
                 break
@@ -815,33 +799,10 @@ class RedisTable:
         self._redis.close()
 
 
-_MULTI = b"*1\r\n$5\r\nMULTI\r\n"
-_EXEC = b"*1\r\n$4\r\nEXEC\r\n"
+_MULTI = hiredis.pack_command(("MULTI",))
+_EXEC = hiredis.pack_command(("EXEC",))
 _SLOT_FIELD_HEAD = np.frombuffer(b"$4\r\n", dtype=np.uint8)
 _CRLF = np.frombuffer(b"\r\n", dtype=np.uint8)
-
-
-def _bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%b\r\n" % (len(value), value)
-
-
-class PackedArgs:
-    """Arguments packed once as RESP, for a command sent many times (resp_command)."""
-
-    def __init__(self, *args: bytes | str | int) -> None:
-        self.count = len(args)
-        self.packed = b"".join(_bulk(_encode(a)) for a in args)
-
-
-def _encode(arg: bytes | str | int) -> bytes:
-    return arg if isinstance(arg, bytes) else str(arg).encode()
-
-
-def resp_command(*args: bytes | str | int | PackedArgs) -> bytes:
-    """One command as RESP (what redis-py sends), for a few arguments."""
-    count = sum(a.count if isinstance(a, PackedArgs) else 1 for a in args)
-    body = b"".join(a.packed if isinstance(a, PackedArgs) else _bulk(_encode(a)) for a in args)
-    return b"*%d\r\n%b" % (count, body)
 
 
 def hmget_command(key: str, slots: np.ndarray) -> bytes:
@@ -852,7 +813,9 @@ def hmget_command(key: str, slots: np.ndarray) -> bytes:
     fields[:, :4] = _SLOT_FIELD_HEAD
     fields[:, 4:8] = np.asarray(slots, dtype="<u4").view(np.uint8).reshape(n, 4)
     fields[:, 8:] = _CRLF
-    return b"*%d\r\n$5\r\nHMGET\r\n%b" % (n + 2, _bulk(key.encode())) + fields.tobytes()
+    name = key.encode()
+    head = b"*%d\r\n$5\r\nHMGET\r\n$%d\r\n%b\r\n" % (n + 2, len(name), name)
+    return head + fields.tobytes()
 
 
 def _send_transaction(conn: Any, commands: bytes, count: int) -> list[Any]:
@@ -881,13 +844,3 @@ def make_limiter_like(limiter: SampleToInsertRatio) -> SampleToInsertRatio:
     return SampleToInsertRatio(
         limiter.samples_per_insert, limiter.min_size_to_sample, limiter.error_buffer
     )
-
-
-def url_secrets(url: str) -> list[str]:
-    """The password (and password-like query values) in url, to scrub from messages."""
-    parts = urlsplit(url)
-    found = [parts.password or ""]
-    if parts.username and parts.password is None:  # redis://secret@host: a password too
-        found.append(parts.username)
-    found += [v for k, v in parse_qsl(parts.query) if k.lower() in ("password", "pass", "token")]
-    return [unquote(s) for s in found if s] + [s for s in found if s]

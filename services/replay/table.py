@@ -242,9 +242,11 @@ def check_priorities(keys: np.ndarray, priorities: np.ndarray) -> tuple[np.ndarr
 
 
 class Table(Protocol):
-    """What the servicer needs from a table (``ReplayTable`` or ``RedisTable``)."""
+    """What the servicer needs from a table; ``ReplayTable`` and ``RedisTable`` subclass
+    it for the parts both share (``sample``, the checks before a draw)."""
 
     max_insert_transitions: int
+    limiter: SampleToInsertRatio
 
     def insert(
         self,
@@ -264,8 +266,14 @@ class Table(Protocol):
         should_continue: Callable[[], bool] | None = None,
         timeout: float | None = None,
     ) -> SampledBatch:
-        """One batch once the rate limiter allows it."""
-        ...
+        """One batch once the rate limiter allows it: ``sample_many(batch_size, 1)``.
+
+        ValueError for a batch size that is < 1 or could deadlock the limiter
+        (checked before waiting); BatchTooLargeError if the batch would not fit
+        in max_batch_bytes; the same give-up errors as ``insert``.
+        """
+        (batch,) = self.sample_many(batch_size, 1, should_continue=should_continue, timeout=timeout)
+        return batch
 
     def sample_many(
         self,
@@ -281,6 +289,22 @@ class Table(Protocol):
 
     def update_priorities(self, keys: np.ndarray, priorities: np.ndarray) -> int:
         """Set priorities of live keys; returns how many were updated."""
+        ...
+
+    def _check_sample(self, batch_size: int, count: int) -> None:
+        """Refuse, before any waiting, a draw no wait could make possible (ValueError;
+        a bad batch size counts as a rejected call)."""
+        if count < 1:
+            raise ValueError(f"count must be at least 1 batch, got {count}")
+        try:
+            self.limiter.check_batch(batch_size)
+            self._check_batch_bytes(batch_size)
+        except ValueError:
+            self.note_rejected()
+            raise
+
+    def _check_batch_bytes(self, batch_size: int) -> None:
+        """BatchTooLargeError if batch_size rows would not fit in one message."""
         ...
 
     def stats(self) -> TableStats:
@@ -300,7 +324,7 @@ class Table(Protocol):
         ...
 
 
-class ReplayTable:
+class ReplayTable(Table):
     """Store + sampler + rate limiter, thread-safe, with statistics.
 
     **How a multi-transition commit meets the per-transition limiter.** An
@@ -410,22 +434,6 @@ class ReplayTable:
 
     # -- samples -------------------------------------------------------------
 
-    def sample(
-        self,
-        batch_size: int,
-        *,
-        should_continue: Callable[[], bool] | None = None,
-        timeout: float | None = None,
-    ) -> SampledBatch:
-        """Draw one batch once ``can_sample(batch_size)`` holds.
-
-        ValueError for a batch size that is < 1 or could deadlock the limiter
-        (checked before waiting); BatchTooLargeError if the batch would not fit
-        in max_batch_bytes; the same give-up errors as ``insert``.
-        """
-        (batch,) = self.sample_many(batch_size, 1, should_continue=should_continue, timeout=timeout)
-        return batch
-
     def sample_many(
         self,
         batch_size: int,
@@ -437,14 +445,7 @@ class ReplayTable:
         """1 to count batches: the first once ``can_sample(batch_size)`` holds, then
         as many more as the limiter allows without waiting (what count separate
         ``sample`` calls in a row would draw). Same refusals as ``sample``."""
-        if count < 1:
-            raise ValueError(f"count must be at least 1 batch, got {count}")
-        try:
-            self.limiter.check_batch(batch_size)
-            self._check_batch_bytes(batch_size)
-        except ValueError:
-            self.note_rejected()
-            raise
+        self._check_sample(batch_size, count)
         deadline = None if timeout is None else time.monotonic() + timeout
         batches: list[SampledBatch] = []
         with self._cond:
