@@ -6,8 +6,6 @@ global state: pass it a channel (``actorq.rpc.channel(address)``).
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +15,7 @@ import numpy as np
 
 from actorq import tensor
 from actorq.rpc import PART_BYTES
+from actorq.transitions import SampledBatch, Transitions
 from actorq.v1 import (
     actor_pb2,
     actor_pb2_grpc,
@@ -28,41 +27,7 @@ from actorq.v1 import (
     replay_pb2,
     replay_pb2_grpc,
 )
-
-TRANSITION_FIELDS = ("obs", "action", "reward", "discount", "next_obs")
-
-
-@dataclass
-class Transitions:
-    """A columnar batch of n-step transitions (leading dimension = count)."""
-
-    obs: np.ndarray
-    action: np.ndarray
-    reward: np.ndarray
-    discount: np.ndarray
-    next_obs: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.obs.shape[0])
-
-    def to_proto(self, actor_id: str = "", policy_version: int = 0) -> replay_pb2.TransitionChunk:
-        return replay_pb2.TransitionChunk(
-            **{name: tensor.to_proto(getattr(self, name), name) for name in TRANSITION_FIELDS},
-            actor_id=actor_id,
-            policy_version=policy_version,
-        )
-
-    @classmethod
-    def from_proto(cls, chunk: replay_pb2.TransitionChunk) -> Transitions:
-        """Decode (no validation of cross-field shapes: the replay does that)."""
-        return cls(**{name: tensor.from_proto(getattr(chunk, name)) for name in TRANSITION_FIELDS})
-
-
-@dataclass
-class SampledBatch:
-    transitions: Transitions
-    keys: np.ndarray
-    weights: np.ndarray
+from actorq.workers import Prefetcher
 
 
 class SampleStream:
@@ -151,48 +116,28 @@ class PrefetchingSampler:
     """
 
     def __init__(self, client: ReplayClient, batch_size: int, prefetch: int = 4) -> None:
-        self._client = client
-        self._batch_size = batch_size
-        self._queue: queue.Queue[SampledBatch | BaseException] = queue.Queue(maxsize=prefetch)
-        self._stop = threading.Event()
         self._call: SampleStream | None = None
-        self._thread = threading.Thread(target=self._run, name="replay-prefetch", daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        try:
-            self._call = self._client.sample_stream(self._batch_size)
-            if self._stop.is_set():  # closed before the stream existed
-                self._call.cancel()
-                return
-            for batch in self._call:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(batch, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
-                    return
-            if not self._stop.is_set():  # the server ended the stream: say so, don't hang
-                self._queue.put(EOFError("the replay ended the sample stream"))
-        except BaseException as err:  # handed to the consumer, which decides
-            if not self._stop.is_set():
-                self._queue.put(err)
+        def open_stream() -> SampleStream:
+            self._call = client.sample_stream(batch_size)
+            return self._call
+
+        self._prefetcher = Prefetcher(open_stream, prefetch, "replay-prefetch", cancel=self._cancel)
+
+    def _cancel(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
 
     def next(self, timeout: float | None = None) -> SampledBatch:
         """The next batch; queue.Empty on timeout; the stream's error if it failed
         (EOFError if the replay ended it)."""
-        item = self._queue.get(timeout=timeout)
-        if isinstance(item, BaseException):
-            raise item
-        return item
+        try:
+            return self._prefetcher.next(timeout)
+        except EOFError:
+            raise EOFError("the replay ended the sample stream") from None
 
     def close(self) -> None:
-        self._stop.set()
-        if self._call is not None:
-            self._call.cancel()
-        self._thread.join(timeout=5.0)
+        self._prefetcher.close()
 
 
 @dataclass

@@ -46,12 +46,10 @@ from actorq.clients import (
 from actorq.config import ConfigError, read_file, redact_url
 from actorq.envs import check_env_id, max_episode_return
 from actorq.metrics import METRICS_PORT_ENV
+from actorq.network import ALGOS, PRECISIONS
 from actorq.rpc import channel
 
 log = logging.getLogger("actorq.train")
-
-PRECISIONS = ("fp32", "int8")
-ALGOS = ("dqn", "d4pg")
 
 
 @dataclass

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from actorq.bench.machine import describe, machine_info
+from actorq.network import PRECISIONS
 
-PRECISIONS = ("fp32", "int8")
 COLORS = {"fp32": "#4C72B0", "int8": "#DD8452"}
 BREAKDOWN_STEP = ("env", "inference", "send", "other")
 PLOTS = ("return_vs_time.png", "speedup.png", "co2.png", "breakdown.png")

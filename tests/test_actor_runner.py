@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from test_actor_policy import cartpole_balancer, mlp_onnx, random_layers
 
-from actorq.clients import Transitions
 from actorq.config import ConfigError
+from actorq.transitions import Transitions
 from actorq.v1 import replay_pb2
 from services.actor.config import ActorConfig
 from services.actor.policy import OnnxPolicy, PolicyError

@@ -18,9 +18,10 @@ from conftest import ServiceProcess
 from test_actor_policy import cartpole_balancer
 from test_actor_runner import RecordingSink
 
-from actorq.clients import ActorClient, QuantizerClient, ReplayClient, Transitions
+from actorq.clients import ActorClient, QuantizerClient, ReplayClient
 from actorq.config import ConfigError
 from actorq.rpc import channel
+from actorq.transitions import Transitions
 from actorq.v1 import common_pb2
 from services.actor.config import ActorConfig
 from services.actor.evaluate import evaluate

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from actorq.clients import Transitions
 from actorq.config import ConfigError
+from actorq.transitions import Transitions
 from services.learner.config import LearnerConfig, continuous_env_spaces
 from services.learner.d4pg import (
     D4PG,

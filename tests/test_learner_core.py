@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from actorq.clients import QuantizerClient, Transitions
+from actorq.clients import QuantizerClient
 from actorq.config import ConfigError, from_argv
+from actorq.transitions import Transitions
 from actorq.v1 import common_pb2, quantizer_pb2
 from services.learner import checkpoint
 from services.learner.config import LearnerConfig, env_spaces

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from actorq.clients import Transitions
 from actorq.config import ConfigError
+from actorq.transitions import Transitions
 from services.learner.dqn import DQN, Batch, DQNConfig, QNetwork
 
 

@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from actorq.clients import ReplayClient, SampledBatch, Transitions
+from actorq.clients import ReplayClient
 from actorq.procs import free_port
 from actorq.rpc import channel
+from actorq.transitions import SampledBatch, Transitions
 from services.learner.config import LearnerConfig
 from services.learner.dqn import DQNConfig
 from services.learner.learner import Learner

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 from conftest import ROOT, ServiceProcess, free_port, start_service
 
-from actorq.clients import LearnerClient, QuantizerClient, ReplayClient, Transitions
+from actorq.clients import LearnerClient, QuantizerClient, ReplayClient
 from actorq.rpc import channel
+from actorq.transitions import Transitions
 from actorq.v1 import learner_pb2
 from services.learner import checkpoint
 

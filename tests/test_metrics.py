@@ -12,8 +12,9 @@ from conftest import ServiceProcess, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from actorq import metrics
-from actorq.clients import ReplayClient, Transitions
+from actorq.clients import ReplayClient
 from actorq.rpc import channel
+from actorq.transitions import Transitions
 from services.learner.actors import ActorCounter
 
 

@@ -23,8 +23,9 @@ import pytest
 from conftest import ROOT, ServiceProcess, start_service
 from redis_server import RedisServer
 
-from actorq.clients import ReplayClient, Transitions
+from actorq.clients import ReplayClient
 from actorq.rpc import channel
+from actorq.transitions import Transitions
 from services.replay.config import ReplayConfig
 from services.replay.redis_table import RedisTable
 

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 from conftest import ROOT, ServiceProcess, start_service
 
-from actorq.clients import PrefetchingSampler, ReplayClient, Transitions
+from actorq.clients import PrefetchingSampler, ReplayClient
 from actorq.rpc import CHANNEL_OPTIONS, MAX_MESSAGE_BYTES, channel
+from actorq.transitions import Transitions
 from actorq.v1 import replay_pb2_grpc
 
 MAX_INSERT = 1_000

@@ -30,8 +30,8 @@ import yaml
 
 from actorq.carbon import DEFAULT_COUNTRY, check_country
 from actorq.config import ConfigError
+from actorq.network import PRECISIONS
 
-PRECISIONS = ("fp32", "int8")
 # `actorq train` flags a scenario may set; precision, seed and out are set per run.
 TRAIN_KEYS = (
     "env",

@@ -8,9 +8,9 @@ import zlib
 from dataclasses import dataclass
 
 from actorq.config import ConfigError, opt
+from actorq.network import PRECISIONS
 
 DEFAULT_PORT = 50054
-PRECISIONS = ("fp32", "int8")
 # In actor_id: replaced by the host name (a container's or pod's own name).
 HOSTNAME_PLACEHOLDER = "{hostname}"
 

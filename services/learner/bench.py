@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from actorq.clients import Transitions
+from actorq.transitions import Transitions
 from services.learner.dqn import DQN, DQNConfig
 
 

@@ -12,12 +12,11 @@ import numpy as np
 
 from actorq.config import ConfigError, opt
 from actorq.envs import env_info
+from actorq.network import ALGOS, PRECISIONS
 from services.learner.d4pg import D4PGConfig
 from services.learner.dqn import DQNConfig
 
 DEFAULT_PORT = 50053
-ALGOS = ("dqn", "d4pg")
-PRECISIONS = ("fp32", "int8")
 
 
 @dataclass

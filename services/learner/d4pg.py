@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from actorq.clients import Transitions
 from actorq.config import ConfigError, opt
+from actorq.transitions import Transitions
 from actorq.v1 import common_pb2
 
 NETWORK_KIND = "d4pg_policy"

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from actorq.clients import Transitions
 from actorq.config import ConfigError, opt
+from actorq.transitions import Transitions
 from actorq.v1 import common_pb2
 
 # NetworkSpec kind/activation the quantizer builds the ONNX graph from.

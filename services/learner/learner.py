@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from actorq.clients import SampledBatch, Transitions
 from actorq.config import ConfigError, to_dict
+from actorq.transitions import SampledBatch, Transitions
 from actorq.v1 import common_pb2
 from services.learner import checkpoint
 from services.learner.config import LearnerConfig

@@ -1,0 +1,55 @@
+"""Transitions as the learner and the actors see them: numpy columns, no transport.
+
+A chunk of n-step transitions is columnar: ``obs`` [N, obs_dim], ``action``
+[N] (int64, discrete) or [N, action_dim] (float32, continuous), ``reward``,
+``discount`` [N] (float32; ``discount = gamma**k``, 0 after a terminal) and
+``next_obs`` [N, obs_dim]. The replay's protobuf ``TransitionChunk`` holds the
+same five tensors under the same names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from actorq import tensor
+from actorq.v1 import replay_pb2
+
+TRANSITION_FIELDS = ("obs", "action", "reward", "discount", "next_obs")
+
+
+@dataclass
+class Transitions:
+    """A columnar batch of n-step transitions (leading dimension = count)."""
+
+    obs: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    discount: np.ndarray
+    next_obs: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.obs.shape[0])
+
+    def to_proto(self, actor_id: str = "", policy_version: int = 0) -> replay_pb2.TransitionChunk:
+        return replay_pb2.TransitionChunk(
+            **{name: tensor.to_proto(getattr(self, name), name) for name in TRANSITION_FIELDS},
+            actor_id=actor_id,
+            policy_version=policy_version,
+        )
+
+    @classmethod
+    def from_proto(cls, chunk: replay_pb2.TransitionChunk) -> Transitions:
+        """Decode (no validation of cross-field shapes: the replay does that)."""
+        return cls(**{name: tensor.from_proto(getattr(chunk, name)) for name in TRANSITION_FIELDS})
+
+
+@dataclass
+class SampledBatch:
+    """Transitions drawn from replay with their keys (for priority updates) and
+    importance weights (1 everywhere for a uniform sampler)."""
+
+    transitions: Transitions
+    keys: np.ndarray
+    weights: np.ndarray
