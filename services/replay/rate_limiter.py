@@ -23,6 +23,7 @@ table's mutex as an argument, it is only touched under the table's lock.
 
 from __future__ import annotations
 
+import copy
 import math
 
 from actorq.config import ConfigError
@@ -82,6 +83,20 @@ class SampleToInsertRatio:
     def size(self) -> int:
         """Items currently in the table, as the limiter counts them."""
         return self.inserts - self.deletes
+
+    def with_counts(self, inserts: int, samples: int, deletes: int) -> SampleToInsertRatio:
+        """A limiter with these settings and the given counters (a shared table's,
+        read from Redis); this one is left as it is."""
+        other = copy.copy(self)
+        other.inserts, other.samples, other.deletes = inserts, samples, deletes
+        return other
+
+    def describe(self) -> str:
+        """The counters for a message: ``size S, min_size_to_sample M, inserts I, samples N``."""
+        return (
+            f"size {self.size}, min_size_to_sample {self.min_size_to_sample}, "
+            f"inserts {self.inserts}, samples {self.samples}"
+        )
 
     def _diff(self, inserts: int, samples: int) -> float:
         return inserts * self.samples_per_insert - samples if self.ratio_enabled else 0.0
