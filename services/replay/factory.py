@@ -33,7 +33,9 @@ def make_sampler(cfg: ReplayConfig) -> Sampler:
 def make_limiter(cfg: ReplayConfig) -> SampleToInsertRatio:
     """The rate limiter the config describes (for Redis: its settings; the counters
     live in Redis)."""
-    return SampleToInsertRatio(cfg.samples_per_insert, cfg.min_size_to_sample, cfg.error_buffer)
+    return SampleToInsertRatio(
+        cfg.samples_per_insert, cfg.min_size_to_sample, cfg.effective_error_buffer
+    )
 
 
 def build_table(cfg: ReplayConfig, max_batch_bytes: int | None = None) -> Table:

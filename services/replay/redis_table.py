@@ -71,11 +71,14 @@ def key_prefix(table: str) -> str:
 
 def settings_text(cfg: ReplayConfig) -> str:
     """What every replica of one table must agree on, as Redis stores it."""
-    floats = ("samples_per_insert", "error_buffer", "priority_exponent", "importance_exponent")
+    # floats: 1 and 1.0 agree; error_buffer as used, whether set or derived.
     values = {
         "capacity": int(cfg.capacity),
         "min_size_to_sample": int(cfg.min_size_to_sample),
-        **{name: float(getattr(cfg, name)) for name in floats},  # 1 and 1.0 agree
+        "samples_per_insert": float(cfg.samples_per_insert),
+        "error_buffer": float(cfg.effective_error_buffer),
+        "priority_exponent": float(cfg.priority_exponent),
+        "importance_exponent": float(cfg.importance_exponent),
         "sampler": cfg.sampler,
         "rows": redis_lua.ROWS_LAYOUT,
     }

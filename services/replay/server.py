@@ -170,7 +170,7 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         prefetcher: Prefetcher[replay_pb2.SampleBatch] | None = None
         batches: Iterable[replay_pb2.SampleBatch]
         if self._sample_prefetch:
-            batches = prefetcher = _prefetched(
+            batches = prefetcher = prefetched_batches(
                 table, request, context.is_active, self._sample_prefetch
             )
         else:
@@ -232,7 +232,7 @@ def _drawn_batches(
         sent += len(batches)
 
 
-def _prefetched(
+def prefetched_batches(
     table: Table,
     request: replay_pb2.SampleRequest,
     is_active: Callable[[], bool],
@@ -285,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if is_redis_url(cfg.store):
         _attach(table, logger)
     ratio = (
-        f"samples_per_insert {cfg.samples_per_insert:g}, error_buffer {cfg.error_buffer:g}"
+        f"samples_per_insert {cfg.samples_per_insert:g}, "
+        f"error_buffer {cfg.effective_error_buffer:g}"
         if cfg.samples_per_insert > 0
         else "no ratio limit"
     )
