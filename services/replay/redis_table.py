@@ -119,8 +119,9 @@ class RedisTable(Table):
         self.priority_exponent = cfg.priority_exponent
         self.poll_s = cfg.redis_poll_s
         self._clock = clock
-        self._keys = [f"{key_prefix(cfg.table)}{name}" for name in KEY_NAMES]
-        self._key = dict(zip(KEY_NAMES, self._keys, strict=True))
+        # In the order every script takes them (KEYS[1..8]), and by name.
+        self._script_keys = [f"{key_prefix(cfg.table)}{name}" for name in KEY_NAMES]
+        self._keys = dict(zip(KEY_NAMES, self._script_keys, strict=True))
         self._common: list[Any] = [
             settings_text(cfg),
             cfg.capacity,
@@ -143,7 +144,7 @@ class RedisTable(Table):
 
     def _run(self, name: str, *args: Any) -> list[Any]:
         """Run one script on this table; TableMismatchError if its settings differ."""
-        reply = self.connection.run(name, self._keys, [*self._common, *args])
+        reply = self.connection.run(name, self._script_keys, [*self._common, *args])
         self._check_settings(reply)
         return reply
 
@@ -153,7 +154,11 @@ class RedisTable(Table):
         """Run a sample script and read the rows of keys in one round trip:
         (the script's reply, the rows, one per key, if it said OK)."""
         reply, rows = self.connection.run_then_read(
-            name, self._keys, [*self._common, *args], self._key["rows"], keys % self.capacity
+            name,
+            self._script_keys,
+            [*self._common, *args],
+            self._keys["rows"],
+            keys % self.capacity,
         )
         self._check_settings(reply)
         return reply, rows if reply[0] == b"OK" else []
@@ -171,9 +176,10 @@ class RedisTable(Table):
         """The limiter as Redis counts it now."""
         with self.connection.errors():
             counts = self.connection.client.hmget(
-                self._key["state"], "inserts", "samples", "deletes"
+                self._keys["state"], "inserts", "samples", "deletes"
             )
-        return self.limiter.with_counts(*(int(n or 0) for n in counts))
+        inserts, samples, deletes = (int(n or 0) for n in counts)
+        return self.limiter.with_counts(inserts, samples, deletes)
 
     def attach(self) -> None:
         """Create the table in Redis or check that its settings are ours.
@@ -347,7 +353,7 @@ class RedisTable(Table):
 
     def _stored_signature(self) -> Signature | None:
         with self.connection.errors():
-            text = self.connection.client.hget(self._key["meta"], "signature")
+            text = self.connection.client.hget(self._keys["meta"], "signature")
         return None if text is None else Signature.from_json(text)
 
     def gather(self, keys: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -365,7 +371,7 @@ class RedisTable(Table):
     def live_keys(self) -> np.ndarray:
         """The keys held now, oldest first."""
         with self.connection.errors():
-            end_b, size_b = self.connection.client.hmget(self._key["state"], "end_key", "size")
+            end_b, size_b = self.connection.client.hmget(self._keys["state"], "end_key", "size")
         end, size = int(end_b or 0), int(size_b or 0)
         return np.arange(end - size, end, dtype=np.int64)
 
@@ -407,7 +413,7 @@ class RedisTable(Table):
 
     def _counts(self) -> TableStats:
         """The shared table's counters from Redis (StoreUnavailableError if away)."""
-        state, actors, seen = (self._key[name] for name in ("state", "actors", "seen"))
+        state, actors, seen = (self._keys[name] for name in ("state", "actors", "seen"))
         with self.connection.errors():
             pipe = self.connection.client.pipeline(transaction=True)
             pipe.hgetall(state)
@@ -434,7 +440,7 @@ class RedisTable(Table):
     def size(self) -> int:
         """Transitions held now (all replicas)."""
         with self.connection.errors():
-            return int(self.connection.client.hget(self._key["state"], "size") or 0)
+            return int(self.connection.client.hget(self._keys["state"], "size") or 0)
 
     def close(self) -> None:
         """Stop all waiting and drop the connections."""
