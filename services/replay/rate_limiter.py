@@ -121,7 +121,7 @@ class SampleToInsertRatio:
     def max_sample_batch(self) -> int | None:
         """Largest batch ``can_sample(batch)`` can wait for without risking a deadlock.
 
-        Inserts are admitted on ``can_insert(1)`` (see ``ReplayTable.insert``),
+        Inserts are admitted on ``can_insert(1)`` (see ``table.ReplayTable``),
         so they stop once ``diff > max_diff - spi``; a batch of B waits while
         ``diff < min_diff + B``. Both waiting at once needs
         ``max_diff - spi < diff < min_diff + B``, which cannot happen when

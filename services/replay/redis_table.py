@@ -378,7 +378,7 @@ class RedisTable(Table):
     # -- priorities ----------------------------------------------------------------
 
     def update_priorities(self, keys: np.ndarray, priorities: np.ndarray) -> int:
-        """As ``ReplayTable.update_priorities``, in one script."""
+        """As ``Table.update_priorities`` says, in one script."""
         keys, priorities = check_priorities(keys, priorities)
         if not self.prioritized:
             raise uniform_refusal()
