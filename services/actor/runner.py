@@ -41,7 +41,7 @@ from services.actor.exploration import (
 from services.actor.nstep import NStepBuilder
 from services.actor.policy import OnnxPolicy
 from services.actor.sender import ChunkSender, TransitionSink
-from services.actor.status import LastError, StepTimes
+from services.actor.status import ActorSignals, StepTimes
 from services.actor.updater import ModelSource, ModelUpdater, PolicySlot
 
 log = logging.getLogger(__name__)
@@ -78,20 +78,17 @@ class ActorRunner:
         self.noise_sigma = actor_sigma(cfg.noise_sigma, cfg.actor_index, cfg.num_actors)
 
         # Threads and their signals.
-        self._stop = threading.Event()  # stop stepping and polling for models
-        self._loop_done = threading.Event()  # the step loop has handed over its last chunk
+        signals = ActorSignals()
+        self._stop = signals.stop
+        self._loop_done = signals.stepping_done
+        self._errors = signals.errors
         self._on_failure: Callable[[], None] | None = None
         self._step_thread: threading.Thread | None = None
-        self._errors = LastError()
         self._slot = PolicySlot(self.info)
         self._queue = ChunkQueue(cfg.max_pending_chunks)
-        self._sender = ChunkSender(
-            sink, self._queue, cfg, self._errors, self._stop, self._loop_done
-        )
+        self._sender = ChunkSender(sink, self._queue, cfg, signals)
         self._updater = (
-            ModelUpdater(models, self._slot, cfg, self._errors, self._stop, self._loop_done)
-            if models is not None
-            else None
+            ModelUpdater(models, self._slot, cfg, signals) if models is not None else None
         )
 
         # Status of the step loop (written by it, read by status()).

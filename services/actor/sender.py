@@ -30,7 +30,7 @@ from actorq.retry import Backoff, Outage, describe
 from actorq.v1 import replay_pb2
 from services.actor.chunks import ChunkQueue, QueuedChunk
 from services.actor.config import ActorConfig
-from services.actor.status import LastError
+from services.actor.status import ActorSignals
 
 log = logging.getLogger(__name__)
 
@@ -63,27 +63,19 @@ class _ReplayOutage(Outage):
 class ChunkSender:
     """Sends what the step loop queued, on a thread of its own, until stopped and flushed.
 
-    ``stop`` is set when stepping should end and ``stepping_done`` once the step
-    loop has handed over its last chunk; ``flush`` then sends what is left for
-    a bounded time. Counters are written by the sender thread only.
+    It keeps sending while the actor steps; once the step loop has stopped and
+    handed over its last chunk, ``flush`` sends what is left for a bounded
+    time. Counters are written by the sender thread only.
     """
 
     def __init__(
-        self,
-        sink: TransitionSink,
-        queue: ChunkQueue,
-        cfg: ActorConfig,
-        errors: LastError,
-        stop: threading.Event,
-        stepping_done: threading.Event,
+        self, sink: TransitionSink, queue: ChunkQueue, cfg: ActorConfig, signals: ActorSignals
     ) -> None:
-        self._sink = sink
-        self._queue = queue
+        self._sink, self._queue, self._signals = sink, queue, signals
+        self._errors = signals.errors
         self._insert_timeout_s = cfg.insert_timeout_s
+        # Halved whenever the replay refuses an Insert as too big.
         self._per_insert = cfg.max_chunks_per_insert
-        self._errors = errors
-        self._stop = stop
-        self._stepping_done = stepping_done
         self._backoff = Backoff()
         self._outage = _ReplayOutage(log, _OUTAGE)
         self._flush_deadline: float | None = None  # set by flush(): give up after it
@@ -116,11 +108,7 @@ class ChunkSender:
             if not pending:
                 pending = self._queue.take(self._per_insert, 0.2)
                 if not pending:
-                    if (
-                        self._stop.is_set()
-                        and self._stepping_done.is_set()
-                        and not len(self._queue)
-                    ):
+                    if self._stopped() and not len(self._queue):
                         return  # stopping, and everything handed over was sent
                     continue
             self.in_flight = len(pending)
@@ -134,6 +122,10 @@ class ChunkSender:
             if self._send(batch, timeout):
                 pending = pending[len(batch) :]
                 self.in_flight = len(pending)
+
+    def _stopped(self) -> bool:
+        """Stopping, and the step loop has handed over its last chunk."""
+        return self._signals.stop.is_set() and self._signals.stepping_done.is_set()
 
     def _timeout(self) -> float | None:
         """The next Insert's deadline: the configured one, cut to the flush time left

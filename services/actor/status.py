@@ -1,10 +1,14 @@
-"""What the actor's threads report: the last unresolved problem and the step-time split.
+"""What the actor's threads share and report: their signals, the last unresolved
+problem, and the step-time split.
 
-Each piece has one writer thread at a time and is read by ``status()`` from
-any thread; a reading may be a step apart, never torn.
+Each reported piece has one writer thread at a time and is read by
+``status()`` from any thread; a reading may be a step apart, never torn.
 """
 
 from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
 
 from actorq.v1 import actor_pb2
 
@@ -27,6 +31,18 @@ class LastError:
         """The problem shown is over if it starts with prefix (e.g. ``replay insert``)."""
         if self.text.startswith(prefix):
             self.text = ""
+
+
+@dataclass(frozen=True)
+class ActorSignals:
+    """What the step loop, the sender and the model updater share."""
+
+    # Stop stepping and polling for models (set by ActorRunner.stop).
+    stop: threading.Event = field(default_factory=threading.Event)
+    # The step loop has ended and handed over its last chunk.
+    stepping_done: threading.Event = field(default_factory=threading.Event)
+    # Where each thread reports its problems.
+    errors: LastError = field(default_factory=LastError)
 
 
 class StepTimes:

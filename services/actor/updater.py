@@ -21,7 +21,7 @@ from actorq.retry import Backoff, Outage, describe
 from actorq.v1 import actor_pb2
 from services.actor.config import ActorConfig
 from services.actor.policy import OnnxPolicy, PolicyError, check_fits
-from services.actor.status import LastError
+from services.actor.status import ActorSignals
 
 log = logging.getLogger(__name__)
 
@@ -59,27 +59,21 @@ class PolicySlot:
 class ModelUpdater:
     """Fetches newer policies into a PolicySlot on a thread of its own.
 
-    It polls until ``stop`` or ``stepping_done`` is set; nobody waits for it to
+    It polls until the actor stops or stepping ends; nobody waits for it to
     end (it may sit in a long poll; closing its channel ends the call).
     """
 
     def __init__(
-        self,
-        models: ModelSource,
-        slot: PolicySlot,
-        cfg: ActorConfig,
-        errors: LastError,
-        stop: threading.Event,
-        stepping_done: threading.Event,
+        self, models: ModelSource, slot: PolicySlot, cfg: ActorConfig, signals: ActorSignals
     ) -> None:
         self._models = models
         self._slot = slot
         self._precision = cfg.precision
         self._wait_s = cfg.model_wait_s
         self._threads = cfg.inference_threads
-        self._errors = errors
-        self._stop = stop
-        self._stepping_done = stepping_done
+        self._errors = signals.errors
+        self._stop = signals.stop
+        self._stepping_done = signals.stepping_done
         self._backoff = Backoff()
         self._outage = Outage(log, "model fetch")
         self.swaps = 0

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import TypedDict
 
 from actorq.config import ConfigError, opt
-from services.quantizer.quantize import INT8_METHODS, PRECISIONS
+from actorq.network import PRECISIONS
+from services.quantizer.quantize import INT8_METHODS
 
 DEFAULT_PORT = 50052
 
