@@ -134,11 +134,16 @@ class QuantizerServicer(quantizer_pb2_grpc.QuantizerServiceServicer):
         self, request: quantizer_pb2.ListModelsRequest, context: grpc.ServicerContext
     ) -> quantizer_pb2.ListModelsResponse:
         """Latest artifact per precision plus build/reject counters."""
-        return quantizer_pb2.ListModelsResponse(
-            artifacts=[a.meta for a in self._registry.all_latest()],
-            versions_built=self._registry.versions_built,
-            rejected_uploads=self._core.rejected_uploads,
-        )
+        return list_models(self._core)
+
+
+def list_models(core: Quantizer) -> quantizer_pb2.ListModelsResponse:
+    """What the quantizer serves: latest artifact per precision, build/reject counters."""
+    return quantizer_pb2.ListModelsResponse(
+        artifacts=[a.meta for a in core.registry.all_latest()],
+        versions_built=core.registry.versions_built,
+        rejected_uploads=core.rejected_uploads,
+    )
 
 
 def build_server(
@@ -165,14 +170,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         ",".join(cfg.precisions),
         cfg.int8_method,
     )
-    metrics.serve_from_env(
-        "quantizer",
-        lambda: metrics.quantizer_samples(
-            quantizer_pb2.ListModelsResponse(
-                artifacts=[a.meta for a in core.registry.all_latest()],
-                versions_built=core.registry.versions_built,
-                rejected_uploads=core.rejected_uploads,
-            )
-        ),
-    )
+    metrics.serve_from_env("quantizer", lambda: metrics.quantizer_samples(list_models(core)))
     run_until_signalled(server, health_servicer, on_stop=core.registry.close)
