@@ -18,8 +18,9 @@ from actorq.config import ConfigError, from_argv
 from actorq.transitions import Transitions
 from actorq.v1 import common_pb2, quantizer_pb2
 from services.learner import checkpoint
-from services.learner.config import LearnerConfig, env_spaces
-from services.learner.dqn import DQNConfig
+from services.learner.algorithms import env_spaces
+from services.learner.config import LearnerConfig
+from services.learner.hyperparams import DQNConfig
 from services.learner.learner import Learner, Snapshot
 from services.learner.loop import Publisher, RateMeter
 

@@ -17,7 +17,7 @@ from actorq.procs import free_port
 from actorq.rpc import channel
 from actorq.transitions import SampledBatch, Transitions
 from services.learner.config import LearnerConfig
-from services.learner.dqn import DQNConfig
+from services.learner.hyperparams import DQNConfig
 from services.learner.learner import Learner
 from services.learner.loop import PriorityWriter
 from services.replay.config import ReplayConfig
