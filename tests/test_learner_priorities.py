@@ -19,7 +19,7 @@ from actorq.transitions import SampledBatch, Transitions
 from services.learner.config import LearnerConfig
 from services.learner.hyperparams import DQNConfig
 from services.learner.learner import Learner
-from services.learner.loop import PriorityWriter
+from services.learner.priorities import PriorityWriter
 from services.replay.config import ReplayConfig
 from services.replay.sampler import PrioritizedSampler
 from services.replay.server import build_server
