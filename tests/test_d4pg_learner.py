@@ -16,14 +16,10 @@ import torch
 
 from actorq.config import ConfigError
 from actorq.transitions import Transitions
-from services.learner.config import LearnerConfig, continuous_env_spaces
-from services.learner.d4pg import (
-    D4PG,
-    PRESETS,
-    D4PGConfig,
-    PolicyNetwork,
-    categorical_projection,
-)
+from services.learner.algorithms import continuous_env_spaces
+from services.learner.config import LearnerConfig
+from services.learner.d4pg import D4PG, PolicyNetwork, categorical_projection
+from services.learner.hyperparams import PRESETS, D4PGConfig
 from services.learner.learner import Learner
 from services.quantizer.graph import expected_tensors
 

@@ -318,7 +318,7 @@ def test_env_with_continuous_actions_is_refused_at_start() -> None:
 
 def test_checkpoint_of_another_network_is_refused_at_start(tmp_path: Path) -> None:
     from services.learner.config import LearnerConfig
-    from services.learner.dqn import DQNConfig
+    from services.learner.hyperparams import DQNConfig
     from services.learner.learner import Learner as Core
 
     cfg = LearnerConfig(checkpoint_dir=str(tmp_path), dqn=DQNConfig(hidden_sizes=[8]))
