@@ -48,18 +48,6 @@ class TransitionSink(Protocol):
     ) -> replay_pb2.InsertResponse: ...
 
 
-class _ReplayOutage(Outage):
-    """An Insert outage, whose end the actor has always logged as "replay reachable again"."""
-
-    def recovered(self) -> bool:
-        failures = self.failures
-        if not failures:
-            return False
-        self.failures = 0
-        log.info("replay reachable again after %d failed inserts", failures)
-        return True
-
-
 class ChunkSender:
     """Sends what the step loop queued, on a thread of its own, until stopped and flushed.
 
@@ -77,7 +65,10 @@ class ChunkSender:
         # Halved whenever the replay refuses an Insert as too big.
         self._per_insert = cfg.max_chunks_per_insert
         self._backoff = Backoff()
-        self._outage = _ReplayOutage(log, _OUTAGE)
+        # The end of an Insert outage has always been logged as "replay reachable again".
+        self._outage = Outage(
+            log, _OUTAGE, recovery="replay reachable again after {failures} failed inserts"
+        )
         self._flush_deadline: float | None = None  # set by flush(): give up after it
         self._gave_up = False  # the replay went away while flushing
         self.transitions_sent = 0

@@ -18,7 +18,7 @@ from grpc_health.v1 import health
 from actorq import logs, metrics
 from actorq.clients import QuantizerClient, ReplayClient
 from actorq.config import ConfigError, from_argv
-from actorq.rpc import add_health_and_reflection, bind, channel, make_server, run_until_signalled
+from actorq.rpc import channel, run_until_signalled, service_server
 from actorq.v1 import learner_pb2, learner_pb2_grpc
 from services.learner.actors import ActorWatch
 from services.learner.algorithms import ALGORITHMS
@@ -85,10 +85,14 @@ def build_server(
     replay = ReplayClient(channels[0])
     watch = ActorWatch(lambda: replay.stats().inserted_by_actor, window_s=cfg.actors_window_s)
     servicer = LearnerServicer(loop, watch)
-    server = make_server(max_workers=4)
-    learner_pb2_grpc.add_LearnerServiceServicer_to_server(servicer, server)
-    health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
-    port = bind(server, cfg.host, cfg.port)
+    server, health_servicer, port = service_server(
+        learner_pb2_grpc.add_LearnerServiceServicer_to_server,
+        servicer,
+        SERVICE_NAME,
+        cfg.host,
+        cfg.port,
+        max_workers=4,
+    )
     return server, health_servicer, loop, port, channels, servicer
 
 

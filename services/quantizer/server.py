@@ -18,10 +18,8 @@ from actorq import logs, metrics
 from actorq.config import from_argv
 from actorq.rpc import (
     PART_BYTES,
-    add_health_and_reflection,
-    bind,
-    make_server,
     run_until_signalled,
+    service_server,
 )
 from actorq.v1 import quantizer_pb2, quantizer_pb2_grpc
 from services.quantizer.config import QuantizerConfig
@@ -151,10 +149,14 @@ def build_server(
 ) -> tuple[grpc.Server, health.HealthServicer, Quantizer, int]:
     """A bound (not yet started) quantizer server: (server, health, core, port)."""
     core = Quantizer(cfg)
-    server = make_server(max_workers=cfg.max_workers)
-    quantizer_pb2_grpc.add_QuantizerServiceServicer_to_server(QuantizerServicer(core), server)
-    health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
-    port = bind(server, cfg.host, cfg.port)
+    server, health_servicer, port = service_server(
+        quantizer_pb2_grpc.add_QuantizerServiceServicer_to_server,
+        QuantizerServicer(core),
+        SERVICE_NAME,
+        cfg.host,
+        cfg.port,
+        cfg.max_workers,
+    )
     return server, health_servicer, core, port
 
 
