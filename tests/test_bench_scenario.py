@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actorq import config, launcher
-from actorq.bench import scenario
+from actorq import config
 from actorq.config import ConfigError
 from actorq.envs import check_env_id
+from commands.bench import scenario
+from commands.train import run as launcher
 from services.actor.config import ActorConfig
 from services.learner.config import LearnerConfig
 from services.quantizer.config import QuantizerConfig
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "actorq.cli", "bench", *args],
+        [sys.executable, "-m", "commands.cli", "bench", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actorq.bench.machine import describe, machine_info
 from actorq.network import PRECISIONS
+from commands.bench.machine import describe, machine_info
 
 COLORS = {"fp32": "#4C72B0", "int8": "#DD8452"}
 BREAKDOWN_STEP = ("env", "inference", "send", "other")

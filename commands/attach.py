@@ -29,10 +29,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from actorq import launcher
 from actorq.clients import LearnerClient, QuantizerClient, ReplayClient
 from actorq.config import ConfigError, read_file
 from actorq.rpc import channel, wait_healthy
+from commands.train import run as launcher
 
 log = logging.getLogger("actorq.attach")
 
@@ -249,7 +249,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"actorq attach failed: {err}", file=sys.stderr)
         return 1
     if report:
-        from actorq import report as report_mod
+        from commands import report as report_mod
 
         report_mod.main([str(args.out), "--out", str(args.out)])
     print(launcher._result_line(summary))

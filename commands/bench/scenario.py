@@ -28,9 +28,9 @@ from typing import Any
 
 import yaml
 
-from actorq.carbon import DEFAULT_COUNTRY, check_country
 from actorq.config import ConfigError
 from actorq.network import PRECISIONS
+from commands.carbon import DEFAULT_COUNTRY, check_country
 
 # `actorq train` flags a scenario may set; precision, seed and out are set per run.
 TRAIN_KEYS = (
@@ -154,7 +154,7 @@ def train_command(
     quiet: bool,
 ) -> list[str]:
     """The `actorq train` command line of one run."""
-    cmd = [sys.executable, "-m", "actorq.cli", "train"]
+    cmd = [sys.executable, "-m", "commands.cli", "train"]
     for key, value in scenario.train.items():
         if value is None:
             continue
@@ -289,7 +289,7 @@ def main(argv: list[str]) -> int:
     )
     try:
         if args.actor_bench:
-            from actorq.bench.actor import main as actor_bench
+            from commands.bench.actor import main as actor_bench
 
             actor_bench(["--out", str(out / "bench-actor.json")])
         records = run_bench(
@@ -304,7 +304,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print(f"\nactorq bench: interrupted; finished runs are in {out}/runs", file=sys.stderr)
         return 130
-    from actorq import report
+    from commands import report
 
     code = report.main([str(out), "--out", str(out)])
     failed = [r for r in records if r["returncode"] != 0]

@@ -35,7 +35,6 @@ from typing import Any
 import grpc
 import yaml
 
-from actorq import carbon, procs
 from actorq.clients import (
     ActorClient,
     FetchedModel,
@@ -48,6 +47,7 @@ from actorq.envs import check_env_id, max_episode_return
 from actorq.metrics import METRICS_PORT_ENV
 from actorq.network import ALGOS, PRECISIONS
 from actorq.rpc import channel
+from commands import carbon, procs
 
 log = logging.getLogger("actorq.train")
 
