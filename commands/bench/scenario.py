@@ -31,17 +31,15 @@ import yaml
 from actorq.config import ConfigError
 from actorq.network import PRECISIONS
 from commands.carbon import DEFAULT_COUNTRY, check_country
+from commands.train.args import FIELDS, flag
 
-# `actorq train` flags a scenario may set; precision, seed and out are set per run.
-TRAIN_KEYS = (
-    "env",
-    "algo",
-    "actors",
-    "max_env_steps",
-    "max_seconds",
-    "target_return",
-    "eval_episodes",
-    "replay_store",
+# `actorq train` settings a scenario may set: precision, seed and out are set per run,
+# the config overlay, quiet and carbon by the bench.
+TRAIN_KEYS = tuple(
+    name
+    for name in FIELDS
+    if name
+    not in ("precision", "seed", "out", "config", "quiet", "carbon_tracking", "carbon_country")
 )
 SCENARIO_KEYS = ("description", "precisions", "train", "config")
 
@@ -158,7 +156,7 @@ def train_command(
     for key, value in scenario.train.items():
         if value is None:
             continue
-        cmd += [f"--{key.replace('_', '-')}", str(value)]
+        cmd += [flag(key), str(value)]
     cmd += ["--precision", run.precision, "--seed", str(run.seed), "--out", str(run.out)]
     cmd += ["--carbon-country", carbon_country]
     if config_path is not None:
