@@ -3,7 +3,8 @@
 Only for the tests outside the commands' area that still run ``python -m actorq.cli``
 (test_actor_service, test_learner_service, test_replay_service,
 test_replay_redis_service, test_d4pg_learner); delete this file once they name
-``commands.cli``. It is the floor's one import of a command.
+``commands.cli``. With actorq/procs.py and actorq/bench/replay.py, one of the three
+transitional aliases that import a command from the floor.
 """
 
 import sys

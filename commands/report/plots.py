@@ -20,6 +20,12 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_return_vs_time(runs: Sequence[Run], agg: dict[str, Any], path: Path) -> None:
     """Greedy return vs wall-clock: per precision the mean over seeds and the min-max band.
 
@@ -77,9 +83,7 @@ def plot_return_vs_time(runs: Sequence[Run], agg: dict[str, Any], path: Path) ->
     )
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _annotate(ax: Any, bars: Any, texts: Sequence[str]) -> None:
@@ -127,9 +131,7 @@ def plot_speedup(agg: dict[str, Any], path: Path) -> None:
         fontsize=9,
     )
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_co2(agg: dict[str, Any], path: Path) -> None:
@@ -181,9 +183,7 @@ def plot_co2(agg: dict[str, Any], path: Path) -> None:
         fontsize=9,
     )
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _grouped(ax: Any, groups: Sequence[str], by_p: dict[str, list[float]], fmt: str) -> None:
@@ -223,6 +223,4 @@ def plot_breakdown(agg: dict[str, Any], path: Path) -> None:
     _grouped(ax2, ["pull", "load"], swap, ".1f")
     ax2.set_ylabel("ms per model update (median over seeds)")
     ax2.set_title("Model swap: pull from quantizer, load session", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)

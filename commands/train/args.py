@@ -147,6 +147,16 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+def read_overlay(path: str) -> dict[str, Any]:
+    """The --config file's content; ConfigError when it cannot be read."""
+    try:
+        return read_file(path)
+    except OSError as err:
+        raise ConfigError(f"--config {path}: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--config {path}: not valid YAML ({err})") from None
+
+
 def train_section(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     """A file's ``train:`` section; ConfigError naming the file and key for an unknown key."""
     section = data.get("train") or {}
@@ -169,7 +179,7 @@ def load_train_args(flags: Mapping[str, Any]) -> TrainArgs:
     --config file's ``train:`` section.
     """
     path = flags.get("config")
-    overlay = train_section(read_file(path), str(path)) if path else {}
+    overlay = train_section(read_overlay(str(path)), str(path)) if path else {}
     algo = flags.get("algo") or overlay.get("algo") or TrainArgs.algo
     embedded = train_section(default_config(str(algo)), f"actorq/configs/{algo}.yaml")
     # The services' ACTORQ_* variables (ACTORQ_ENV, ACTORQ_SEED, ...) are theirs:

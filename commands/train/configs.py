@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from actorq import config
-from actorq.config import ConfigError, read_file, redact_url
+from actorq.config import ConfigError, redact_url
 from commands import procs
-from commands.train.args import TrainArgs, deep_merge, default_config
+from commands.train.args import TrainArgs, deep_merge, default_config, read_overlay
 from services.actor.config import ActorConfig
 from services.learner.config import LearnerConfig
 from services.quantizer.config import QuantizerConfig
@@ -110,10 +110,7 @@ def merged_config(args: TrainArgs) -> dict[str, Any]:
     merged = default_config(args.algo)
     check_sections(merged, f"actorq/configs/{args.algo}.yaml")
     if args.config:
-        try:
-            overlay = read_file(args.config)
-        except OSError as err:
-            raise ConfigError(f"--config {args.config}: {err.strerror or err}") from None
+        overlay = read_overlay(args.config)
         check_sections(overlay, args.config)
         merged = deep_merge(merged, overlay)
     return merged

@@ -23,6 +23,7 @@ import grpc
 
 from actorq.clients import ActorClient, LearnerClient, QuantizerClient, ReplayClient
 from actorq.rpc import channel
+from actorq.v1 import actor_pb2, learner_pb2, replay_pb2
 from commands.train import summary as summaries
 from commands.train.args import TrainArgs
 from commands.train.evaluator import Evaluator
@@ -31,6 +32,8 @@ from commands.train.state import RunState, StopCheck
 from commands.train.summary import METRICS_FILE, EvalFailure, EvalRecord, RunSummary
 
 T = TypeVar("T")
+# The run's settings a summary repeats, under the same names.
+RUN_SETTINGS = ("env", "algo", "precision", "actors", "seed", "target_return")
 
 
 def answer(call: Callable[[], T]) -> T | None:
@@ -45,12 +48,13 @@ def answer(call: Callable[[], T]) -> T | None:
 class Snapshot:
     """One poll of the services' status RPCs (None where a service did not answer)."""
 
-    learner: Any = None  # LearnerStatus
-    replay: Any = None  # ReplayStats
-    actors: list[Any] = field(default_factory=list)  # ActorStatus per polled actor
+    learner: learner_pb2.LearnerStatus | None = None
+    replay: replay_pb2.ReplayStats | None = None
+    # Per polled actor, in the order of Watch.actors.
+    actors: list[actor_pb2.ActorStatus | None] = field(default_factory=list)
 
     @property
-    def answering_actors(self) -> list[Any]:
+    def answering_actors(self) -> list[actor_pb2.ActorStatus]:
         return [a for a in self.actors if a is not None]
 
 
@@ -198,14 +202,8 @@ class Watch:
 
     def bare_summary(self) -> RunSummary:
         """What any summary of this run says, whatever it measured."""
-        args = self.args
         return RunSummary(
-            env=args.env,
-            algo=args.algo,
-            precision=args.precision,
-            actors=args.actors,
-            seed=args.seed,
-            target_return=args.target_return,
+            **{name: getattr(self.args, name) for name in RUN_SETTINGS},
             stop_reason=self.state.stop_reason,
             run_dir=str(self.out),
             services=dict(self.addresses),
