@@ -1,98 +1,15 @@
-"""The ``actorq`` command line: ``actorq train ...``, ``actorq serve SERVICE ...`` and
-``actorq health HOST:PORT`` (the containers' healthcheck)."""
+"""Transitional alias of ``commands.cli`` (the ``actorq`` command moved there).
 
-from __future__ import annotations
+Only for the tests outside the commands' area that still run ``python -m actorq.cli``
+(test_actor_service, test_learner_service, test_replay_service,
+test_replay_redis_service, test_d4pg_learner); delete this file once they name
+``commands.cli``. With actorq/procs.py and actorq/bench/replay.py, one of the three
+transitional aliases that import a command from the floor.
+"""
 
-import argparse
-import importlib
 import sys
-from collections.abc import Sequence
 
-from actorq import carbon, procs
-
-SERVICES = ("replay", "quantizer", "learner", "actor")
-BENCHES = ("actor", "replay")
-
-
-def serve(service: str, argv: Sequence[str]) -> int:
-    """Run one service in this process until SIGTERM/SIGINT.
-
-    When the launcher set ACTORQ_CARBON_DIR, codecarbon tracks the process
-    from before the service is imported to its end: imports and set-up count
-    (the learner trains before it serves), and a short run's busiest seconds
-    are not lost to the tracker's own second of set-up.
-    """
-    procs.die_with_parent_from_env()
-    tracker = carbon.start_from_env()
-    try:
-        module = importlib.import_module(f"services.{service}.server")
-        module.main(list(argv))
-    finally:
-        if tracker is not None:
-            tracker.stop()
-    return 0
-
-
-def health(argv: Sequence[str]) -> int:
-    """``actorq health HOST:PORT``: exit 0 if the gRPC health service answers SERVING.
-
-    What the compose healthchecks run (Kubernetes probes speak gRPC health
-    natively). Uses TLS when ACTORQ_TLS_CA is set, like every ActorQ client.
-    """
-    from actorq.rpc import wait_healthy
-
-    parser = argparse.ArgumentParser(prog="actorq health", description=health.__doc__)
-    parser.add_argument("address", help="host:port of an ActorQ service")
-    parser.add_argument("--service", default="", help="service name to check ('': the server)")
-    parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for SERVING")
-    ns = parser.parse_args(list(argv))
-    try:
-        wait_healthy(ns.address, ns.timeout, service=ns.service)
-    except TimeoutError as err:
-        print(f"actorq health: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="actorq", description=__doc__)
-    parser.add_argument(
-        "command",
-        choices=["train", "serve", "attach", "health", "bench", "report"],
-        help="what to run",
-    )
-    if not argv or argv[0] in ("-h", "--help"):
-        parser.print_help()
-        return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    if command == "serve":
-        if not rest or rest[0] not in SERVICES:
-            parser.error(f"actorq serve needs one of {', '.join(SERVICES)}")
-        return serve(rest[0], rest[1:])
-    if command == "attach":
-        import actorq.attach as attach
-
-        return attach.main(rest)
-    if command == "health":
-        return health(rest)
-    if command == "train":
-        import actorq.launcher as launcher
-
-        return launcher.main(rest)
-    if command == "bench":
-        # `actorq bench actor|replay ...` or `actorq bench --scenario NAME ...`.
-        if rest and rest[0] in BENCHES:
-            module = importlib.import_module(f"actorq.bench.{rest[0]}")
-            return int(module.main(rest[1:]) or 0)
-        module = importlib.import_module("actorq.bench.scenario")
-        return int(module.main(rest) or 0)
-    if command == "report":
-        module = importlib.import_module("actorq.report")
-        return int(module.main(rest) or 0)
-    parser.error(f"unknown command {command!r}")
-    return 2
-
+from commands.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,8 +12,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from actorq import attach
 from actorq.config import load
+from commands import attach
 from deploy import (
     ROOT,
     SERVICES,

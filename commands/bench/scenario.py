@@ -28,20 +28,18 @@ from typing import Any
 
 import yaml
 
-from actorq.carbon import DEFAULT_COUNTRY, check_country
 from actorq.config import ConfigError
 from actorq.network import PRECISIONS
+from commands.carbon import DEFAULT_COUNTRY, check_country
+from commands.train.args import FIELDS, flag
 
-# `actorq train` flags a scenario may set; precision, seed and out are set per run.
-TRAIN_KEYS = (
-    "env",
-    "algo",
-    "actors",
-    "max_env_steps",
-    "max_seconds",
-    "target_return",
-    "eval_episodes",
-    "replay_store",
+# `actorq train` settings a scenario may set: precision, seed and out are set per run,
+# the config overlay, quiet and carbon by the bench.
+TRAIN_KEYS = tuple(
+    name
+    for name in FIELDS
+    if name
+    not in ("precision", "seed", "out", "config", "quiet", "carbon_tracking", "carbon_country")
 )
 SCENARIO_KEYS = ("description", "precisions", "train", "config")
 
@@ -154,11 +152,11 @@ def train_command(
     quiet: bool,
 ) -> list[str]:
     """The `actorq train` command line of one run."""
-    cmd = [sys.executable, "-m", "actorq.cli", "train"]
+    cmd = [sys.executable, "-m", "commands.cli", "train"]
     for key, value in scenario.train.items():
         if value is None:
             continue
-        cmd += [f"--{key.replace('_', '-')}", str(value)]
+        cmd += [flag(key), str(value)]
     cmd += ["--precision", run.precision, "--seed", str(run.seed), "--out", str(run.out)]
     cmd += ["--carbon-country", carbon_country]
     if config_path is not None:
@@ -289,7 +287,7 @@ def main(argv: list[str]) -> int:
     )
     try:
         if args.actor_bench:
-            from actorq.bench.actor import main as actor_bench
+            from commands.bench.actor import main as actor_bench
 
             actor_bench(["--out", str(out / "bench-actor.json")])
         records = run_bench(
@@ -304,7 +302,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print(f"\nactorq bench: interrupted; finished runs are in {out}/runs", file=sys.stderr)
         return 130
-    from actorq import report
+    from commands import report
 
     code = report.main([str(out), "--out", str(out)])
     failed = [r for r in records if r["returncode"] != 0]

@@ -1,0 +1,185 @@
+"""Service processes: start `actorq serve NAME`, wait for health, stop cleanly.
+
+Used by the launcher and by the tests, so both run exactly the same thing.
+Children set PR_SET_PDEATHSIG(SIGTERM) on Linux as their first act (the
+parent's pid travels in ACTORQ_PARENT_PID): if the launcher dies without
+cleaning up (SIGKILL), its services still go away, no orphans. The child does
+it itself rather than in a preexec_fn: a preexec_fn forces a plain fork() in
+a process that has gRPC loaded, and gRPC's fork handlers can abort the child
+before exec ("epoll_wait error: Bad file descriptor"); without one, Python
+spawns with vfork/posix_spawn and no fork handler runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from actorq.rpc import wait_healthy
+
+_PR_SET_PDEATHSIG = 1
+
+
+_handed_out: set[int] = set()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (the OS picks it).
+
+    Never the same port twice in one process: ports handed out but not yet bound
+    by whoever asked (a service still starting) look free to the OS again.
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+
+
+PARENT_PID_ENV = "ACTORQ_PARENT_PID"
+
+
+def die_with_parent_from_env() -> None:
+    """In a service process: get SIGTERM when the launcher that started it dies.
+
+    Exits at once if that parent is already gone (it died before the death
+    signal was armed).
+    """
+    expected = os.environ.get(PARENT_PID_ENV)
+    if not expected:
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:  # not Linux/glibc: the launcher's own cleanup still applies
+        return
+    if os.getppid() != int(expected):
+        raise SystemExit("actorq: the process that started this service is gone")
+
+
+@dataclass
+class ServiceProcess:
+    """One running `actorq serve` process and where it logs."""
+
+    name: str
+    address: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, wait up to timeout, then SIGKILL. Returns the exit code."""
+        self.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return int(self.proc.returncode)
+
+
+def start(
+    name: str,
+    args: Sequence[str],
+    log_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    env: Mapping[str, str] | None = None,
+    label: str | None = None,
+    cwd: Path | None = None,
+) -> ServiceProcess:
+    """Start `python -m commands.cli serve NAME --host H --port P ARGS` (no health wait)."""
+    port = port or free_port(host)
+    label = label or name
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{label}.log"
+    full_env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        PARENT_PID_ENV: str(os.getpid()),
+        **(env or {}),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "commands.cli",
+        "serve",
+        name,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        *args,
+    ]
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            cwd=cwd,
+        )
+    return ServiceProcess(label, f"{host}:{port}", port, proc, log_path)
+
+
+def wait_all_healthy(services: Sequence[ServiceProcess], timeout_s: float) -> None:
+    """Wait for every service's health check; a process that exits fails fast with its log."""
+    deadline = time.monotonic() + timeout_s
+    for svc in services:
+        while True:
+            if not svc.alive():
+                raise RuntimeError(
+                    f"{svc.name} exited with code {svc.proc.returncode} during startup:\n{svc.log_tail()}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RuntimeError(
+                    f"{svc.name} not healthy after {timeout_s:.0f}s:\n{svc.log_tail()}"
+                )
+            try:
+                wait_healthy(svc.address, min(2.0, remaining))
+                break
+            except TimeoutError:
+                continue
+
+
+def stop_all(services: Sequence[ServiceProcess], timeout: float = 20.0) -> None:
+    """SIGTERM everything at once, then wait; stragglers get SIGKILL."""
+    for svc in services:
+        svc.terminate()
+    deadline = time.monotonic() + timeout
+    for svc in services:
+        try:
+            svc.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            svc.proc.kill()
+            svc.proc.wait()
