@@ -286,7 +286,7 @@ def test_learner_service_refuses_an_env_d4pg_cannot_learn_at_start(
 ) -> None:
     res = subprocess.run(
         [
-            *(sys.executable, "-m", "actorq.cli", "serve", "learner", "--port", "0"),
+            *(sys.executable, "-m", "commands.cli", "serve", "learner", "--port", "0"),
             *("--algo", "d4pg", "--env", env_id),
         ],
         cwd=ROOT,

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from actorq.clients import ReplayClient
-from actorq.procs import free_port
 from actorq.rpc import channel
 from actorq.transitions import SampledBatch, Transitions
+from commands.procs import free_port
 from services.learner.config import LearnerConfig
 from services.learner.hyperparams import DQNConfig
 from services.learner.learner import Learner

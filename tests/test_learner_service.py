@@ -301,7 +301,7 @@ def quantizer_has_step(client: QuantizerClient, step: int) -> bool:
 
 def serve_learner(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "actorq.cli", "serve", "learner", "--port", "0", *args],
+        [sys.executable, "-m", "commands.cli", "serve", "learner", "--port", "0", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

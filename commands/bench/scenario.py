@@ -1,6 +1,6 @@
 """`actorq bench --scenario NAME`: fp32 vs int8 training runs over seeds, then the report.
 
-A scenario is a YAML file shipped in ``actorq/scenarios/`` (or any path):
+A scenario is a YAML file shipped in ``commands/scenarios/`` (or any path):
 
     description: one line
     precisions: [fp32, int8]       # default precisions to compare
@@ -66,7 +66,7 @@ class RunSpec:
 
 
 def _scenario_dir() -> Any:
-    return resources.files("actorq").joinpath("scenarios")
+    return resources.files("commands").joinpath("scenarios")
 
 
 def scenario_names() -> list[str]:
@@ -102,7 +102,7 @@ def load_scenario(name_or_path: str) -> Scenario:
         text, name, source = (
             entry.read_text(),
             name_or_path,
-            f"actorq/scenarios/{name_or_path}.yaml",
+            f"commands/scenarios/{name_or_path}.yaml",
         )
     data = yaml.safe_load(text) or {}
     if not isinstance(data, dict):

@@ -1,7 +1,7 @@
 """``actorq train``'s own settings (``TrainArgs``), read like the services' configs.
 
 Sources, lowest first: the defaults below (the same for every algorithm), the
-``train:`` section of the embedded ``actorq/configs/ALGO.yaml`` (the one place
+``train:`` section of the embedded ``commands/configs/ALGO.yaml`` (the one place
 for per-algorithm defaults), the ``train:`` section of ``--config FILE``, and
 the command-line flags. An unknown key in a ``train:`` section is refused,
 naming the file and the key. ``actorq attach`` reads the same type, with the
@@ -129,10 +129,10 @@ def add_flags(parser: argparse.ArgumentParser, names: Sequence[str] = FIELDS) ->
 
 
 def default_config(algo: str) -> dict[str, Any]:
-    """The embedded default configuration for an algorithm (actorq/configs/ALGO.yaml)."""
+    """The embedded default configuration for an algorithm (commands/configs/ALGO.yaml)."""
     if algo not in ALGOS:
         raise ConfigError(f"--algo {algo!r}: available: {', '.join(ALGOS)}")
-    text = resources.files("actorq.configs").joinpath(f"{algo}.yaml").read_text()
+    text = resources.files("commands.configs").joinpath(f"{algo}.yaml").read_text()
     return dict(yaml.safe_load(text) or {})
 
 
@@ -181,7 +181,7 @@ def load_train_args(flags: Mapping[str, Any]) -> TrainArgs:
     path = flags.get("config")
     overlay = train_section(read_overlay(str(path)), str(path)) if path else {}
     algo = flags.get("algo") or overlay.get("algo") or TrainArgs.algo
-    embedded = train_section(default_config(str(algo)), f"actorq/configs/{algo}.yaml")
+    embedded = train_section(default_config(str(algo)), f"commands/configs/{algo}.yaml")
     # The services' ACTORQ_* variables (ACTORQ_ENV, ACTORQ_SEED, ...) are theirs:
     # the launcher takes its settings from files and flags only.
     return config.load(TrainArgs, env={}, flags={**embedded, **overlay}, overrides=flags)

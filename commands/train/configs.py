@@ -1,6 +1,6 @@
 """Every process's configuration for one ``actorq train``, built and checked before any starts.
 
-The merged configuration (the embedded ``actorq/configs/ALGO.yaml``, then
+The merged configuration (the embedded ``commands/configs/ALGO.yaml``, then
 ``--config FILE`` laid over it) gives each service its section; the launcher
 adds what only it knows (ports and addresses, env, algorithm, seed, precision,
 the per-actor budget, where checkpoints go), and each service's own config
@@ -108,7 +108,7 @@ def check_sections(data: Mapping[str, Any], where: str) -> None:
 def merged_config(args: TrainArgs) -> dict[str, Any]:
     """The embedded default of the run's algorithm with --config laid over it, checked."""
     merged = default_config(args.algo)
-    check_sections(merged, f"actorq/configs/{args.algo}.yaml")
+    check_sections(merged, f"commands/configs/{args.algo}.yaml")
     if args.config:
         overlay = read_overlay(args.config)
         check_sections(overlay, args.config)

@@ -1,1 +1,0 @@
-"""Transitional alias package: the benchmarks moved to ``commands.bench``."""
