@@ -32,7 +32,7 @@ from actorq.envs import check_env_id
 from actorq.metrics import METRICS_PORT_ENV
 from commands import carbon, procs
 from commands.train.args import TrainArgs, add_flags, load_train_args
-from commands.train.configs import HOST, RefusedSettings, RunConfig, resolve_run
+from commands.train.configs import HOST, RefusedSettings, RunConfig, core_budget, resolve_run
 from commands.train.monitor import Watch
 from commands.train.progress import budget_line, result_line
 from commands.train.summary import CarbonSummary, RunSummary, clear_results, from_dict
@@ -157,7 +157,7 @@ def run(args: TrainArgs) -> RunSummary:
     session = Run(plan, out, settings)
     print(
         f"actorq train: {args.env} {args.algo} {args.precision}, {args.actors} actor(s), "
-        f"seed {args.seed}; {budget_line(args)}; run dir {out}",
+        f"seed {args.seed}; {budget_line(args)}; run dir {out}\n{core_budget(plan)}",
         file=sys.stderr,
     )
     summary: RunSummary | None = None
