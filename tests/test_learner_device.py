@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from actorq.config import ConfigError, load
+from commands.bench.learner import random_transitions
 from commands.train.configs import learner_threads
-from services.learner.bench import random_batches
+from services.learner.algorithms import EnvSpaces
 from services.learner.common import resolve_device
 from services.learner.config import LearnerConfig
 from services.learner.d4pg import D4PG
@@ -52,7 +53,7 @@ def test_device_comes_from_the_actorq_device_variable() -> None:
 
 
 def test_dqn_on_an_explicit_cpu_device_trains_like_the_default() -> None:
-    batch = random_batches(1, 32, obs_dim=4, num_actions=2)[0]
+    batch = random_transitions(EnvSpaces(4, num_actions=2), 32, np.random.default_rng(0))
     default = DQN(4, 2, DQNConfig(hidden_sizes=[16]), seed=3)
     explicit = DQN(4, 2, DQNConfig(hidden_sizes=[16]), seed=3, device=resolve_device("cpu"))
     for agent in (default, explicit):

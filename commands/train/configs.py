@@ -100,8 +100,8 @@ def check_sections(data: Mapping[str, Any], where: str) -> None:
         if not isinstance(section, Mapping):
             raise ConfigError(f"{where}: section {name!r} must be a mapping of settings")
         # The floor's own key flattening and field listing, as load() uses them.
-        known = {dotted for dotted, _f, _t in config._leaves(SERVICE_CONFIGS[name])}
-        unknown = [k for k in config._flatten(section) if k not in known]
+        known = {dotted for dotted, _f, _t in config.leaves(SERVICE_CONFIGS[name])}
+        unknown = [k for k in config.flatten(section) if k not in known]
         if unknown:
             raise RefusedSettings(f"{where}: unknown setting {unknown[0]!r} in section {name!r}")
 
@@ -120,7 +120,7 @@ def merged_config(args: TrainArgs) -> dict[str, Any]:
 def _build(cls: type[T], name: str, merged: Mapping[str, Any], **launcher: Any) -> T:
     """A service's config from its section and the launcher's settings, as its process
     will load it (its ACTORQ_* environment included: the children inherit ours)."""
-    section = config._flatten(merged.get(name) or {})
+    section = config.flatten(merged.get(name) or {})
     try:
         return config.load(cls, flags=section, overrides=launcher)
     except ConfigError as err:
@@ -147,7 +147,7 @@ def resolve_run(args: TrainArgs, out: Path) -> RunConfig:
     learner_own: dict[str, Any] = {"host": HOST, "port": port["learner"], "algo": args.algo}
     if args.learner_device is not None:
         learner_own["device"] = args.learner_device
-    learner_section = config._flatten(merged.get("learner") or {})
+    learner_section = config.flatten(merged.get("learner") or {})
     if "torch_threads" not in learner_section:
         learner_own["torch_threads"] = learner_threads(available_cpus(), args.actors)
     # A checkpoint directory the configuration names stays; else the run directory's.
