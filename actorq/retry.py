@@ -26,9 +26,27 @@ TRANSIENT: frozenset[grpc.StatusCode] = frozenset(
 )
 
 
+# Trailing metadata of a call refused because the server is full (``actorq.limits``):
+# RESOURCE_EXHAUSTED that means "back off and retry", not "too big, never retry".
+BUSY_METADATA = ("actorq-busy", "1")
+
+
 def is_transient(code: grpc.StatusCode | None) -> bool:
     """Whether a call that failed with this status may succeed if tried again."""
     return code in TRANSIENT
+
+
+def is_busy(err: BaseException) -> bool:
+    """Whether err is a server's "all slots for this call are in use" refusal."""
+    if not isinstance(err, grpc.RpcError) or err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    trailing = getattr(err, "trailing_metadata", None)
+    return trailing is not None and BUSY_METADATA in tuple(trailing() or ())
+
+
+def worth_retrying(err: BaseException) -> bool:
+    """Whether a failed call may succeed later: a transient status or a busy server."""
+    return isinstance(err, grpc.RpcError) and (is_transient(err.code()) or is_busy(err))
 
 
 def describe(err: BaseException) -> str:
