@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 
 from actorq import auth, tls
 from actorq.limits import CallLimits
+from actorq.malformed import MalformedRequests
 
 # Largest single gRPC message any service accepts. A bigger one is refused by
 # gRPC itself with RESOURCE_EXHAUSTED before our code sees it.
@@ -62,8 +63,8 @@ def make_server(
     """
     accepted = auth.accepted_tokens(env)
     call_limits = CallLimits(limits or {})
-    # Auth first: a refused caller never takes a concurrency slot.
-    interceptors: list[grpc.ServerInterceptor] = [call_limits]
+    # Auth first: a refused caller's request is never even parsed, nor takes a slot.
+    interceptors: list[grpc.ServerInterceptor] = [MalformedRequests(), call_limits]
     if accepted is not None:
         interceptors.insert(0, auth.AuthInterceptor(accepted))
         log.info("callers need a token (roles accepted: %s)", ", ".join(accepted.roles))
