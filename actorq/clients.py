@@ -29,7 +29,6 @@ from actorq.v1 import (
 )
 from actorq.workers import Prefetcher
 
-
 # Closes an Insert stream (replay.proto, TransitionChunk.commit).
 COMMIT = replay_pb2.TransitionChunk(commit=True)
 

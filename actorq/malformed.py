@@ -92,9 +92,13 @@ class MalformedRequests(grpc.ServerInterceptor):
                 many(handler.stream_stream), parse, serializer
             )
         if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(many(handler.stream_unary), parse, serializer)
+            return grpc.stream_unary_rpc_method_handler(
+                many(handler.stream_unary), parse, serializer
+            )
         if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(one(handler.unary_stream), parse, serializer)
+            return grpc.unary_stream_rpc_method_handler(
+                one(handler.unary_stream), parse, serializer
+            )
         return grpc.unary_unary_rpc_method_handler(one(handler.unary_unary), parse, serializer)
 
 

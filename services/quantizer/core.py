@@ -137,9 +137,7 @@ class Quantizer:
                 )
                 built.append(_artifact(upload, "fp32", fp32, report, fp32_ms))
             if "int8" in upload.precisions:
-                built.append(
-                    self._build_int8(upload, fp32_model, calib, reference, output, probes)
-                )
+                built.append(self._build_int8(upload, fp32_model, calib, reference, output, probes))
             self.registry.commit(version, built)
             if calib.source == "replay":  # real observations only widen what probes span
                 self._seen.note(calib.obs)
