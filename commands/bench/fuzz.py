@@ -235,7 +235,7 @@ def _extreme(fd: descriptor.FieldDescriptor, rng: np.random.Generator) -> Any:
 
 def mutate_field(msg: Message, rng: np.random.Generator, depth: int = 0) -> None:
     """Set one scalar field somewhere in msg to an extreme value (or clear a repeated one)."""
-    fields = list(msg.DESCRIPTOR.fields)
+    fields: list[Any] = list(msg.DESCRIPTOR.fields)  # upb's or Python's descriptors
     fd = fields[int(rng.integers(len(fields)))]
     if fd.message_type is not None:
         if fd.is_repeated:
