@@ -3,11 +3,21 @@ models that overflow off the calibration rows."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import grpc
 import numpy as np
 import pytest
+from conftest import ServiceProcess
 from test_quantizer_core import SPEC, upload_messages
+from test_quantizer_service import SPEC as SERVICE_SPEC
+from test_quantizer_service import weights as service_weights
 
 from actorq import tensor
+from actorq.clients import QuantizerClient
+from actorq.rpc import channel
+from services.learner.learner import Snapshot
+from services.learner.publisher import Publisher
 from services.quantizer.bench import torch_like_weights
 from services.quantizer.config import QuantizerConfig
 from services.quantizer.core import Quantizer
@@ -93,3 +103,27 @@ def test_probes_span_the_observed_range_and_its_widenings() -> None:
     np.testing.assert_allclose(rows.min(axis=0), [-widest, 1 - widest])
     np.testing.assert_allclose(rows.max(axis=0), [widest, 1 + widest])
     np.testing.assert_array_equal(rows, probe_rows(low, high))  # fixed: same range, same rows
+
+
+def test_the_learner_counts_a_refused_publish_and_moves_past_an_intruders_version(
+    service_factory: Callable[..., ServiceProcess],
+) -> None:
+    """Someone publishes ahead of the learner (within max_version_step): the learner's
+    next publish is refused as stale, counted and reported, and the one after lands."""
+    quantizer = service_factory("quantizer", ["--max-version-step", "10"])
+    with channel(quantizer.address) as ch:
+        client = QuantizerClient(ch)
+        publisher = Publisher(client, SERVICE_SPEC, ["fp32"])
+        snapshot = Snapshot(1, service_weights(), None)
+        publisher.publish(snapshot)
+        intruder = {"network": SERVICE_SPEC, "weights": service_weights(), "learner_step": 0}
+        with pytest.raises(grpc.RpcError) as jump:
+            client.publish(policy_version=12, **intruder)  # 11 past v1: refused
+        assert jump.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        client.publish(policy_version=11, **intruder)
+        with pytest.raises(grpc.RpcError):
+            publisher.publish(snapshot)  # v2: stale now
+        assert publisher.refused == 1
+        assert "the quantizer refused v2: FAILED_PRECONDITION" in publisher.refusal
+        publisher.publish(snapshot)
+        assert (publisher.version, publisher.refusal) == (12, "")

@@ -18,9 +18,12 @@ from test_replay_core import chunk
 from test_replay_guards import rss_mib, transitions
 
 from actorq.clients import ReplayClient
+from actorq.retry import dependency_down
 from actorq.rpc import channel
 from commands import procs
 from commands.procs import free_port
+from commands.train.args import TrainArgs
+from commands.train.progress import status_line
 from services.replay.config import ReplayConfig
 from services.replay.factory import build_redis_table
 from services.replay.redis_table import RedisTable
@@ -115,6 +118,10 @@ def test_replay_reports_not_serving_while_redis_is_down_and_serving_once_it_is_b
         assert health(replay.address) == SERVING
         redis_server.stop()
         assert wait_health(replay.address, NOT_SERVING) < 5
+        # Calls say what is down, for the launcher's progress line.
+        with channel(replay.address) as ch, pytest.raises(grpc.RpcError) as info:
+            ReplayClient(ch).stats()
+        assert dependency_down(info.value) == f"Redis at redis://127.0.0.1:{redis_server.port}/0"
         redis_server.run()
         assert wait_health(replay.address, SERVING) < 5
         with channel(replay.address) as ch:
@@ -150,3 +157,21 @@ def test_a_replica_started_without_redis_is_not_serving_until_redis_answers(
     finally:
         replay.stop()
         server.kill()
+
+
+def test_the_progress_line_says_which_dependency_is_down() -> None:
+    row = {
+        "t_s": 12.0,
+        "env_steps": 100,
+        "env_steps_per_s": None,
+        "learner_steps": 10,
+        "learner_steps_per_s": None,
+        "model_version": 3,
+        "replay_size": None,
+        "active_actors": 0,
+        "eval_return": None,
+        "eval_version": None,
+        "down": {"replay": "Redis at redis://127.0.0.1:6379/0"},
+    }
+    line = status_line(TrainArgs(env="CartPole-v1"), row, 12.0)
+    assert line.endswith("replay ? | replay: Redis at redis://127.0.0.1:6379/0 down")

@@ -17,7 +17,7 @@ from grpc_health.v1 import health
 
 from actorq import logs, metrics, tensor
 from actorq.config import from_argv
-from actorq.retry import BUSY_METADATA
+from actorq.retry import BUSY_METADATA, DOWN_METADATA_KEY
 from actorq.rpc import (
     MAX_MESSAGE_BYTES,
     DependencyWatch,
@@ -113,6 +113,9 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         # A Redis outage fails every call; the table logs it once per outage instead.
         if not isinstance(err, StoreUnavailableError):
             log.warning("refused %s (%s): %s", rpc, code.name, err)
+        else:  # say what is down, for callers that show it (the launcher's progress line)
+            where = getattr(self._table, "location", "the store")
+            context.set_trailing_metadata(((DOWN_METADATA_KEY, f"Redis at {where}"),))
         context.abort(code, str(err))
 
     def Insert(
