@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -22,6 +23,8 @@ from actorq.retry import is_busy
 from actorq.rpc import MAX_MESSAGE_BYTES, channel
 from actorq.transitions import Transitions
 from actorq.v1 import replay_pb2
+from commands.train.args import TrainArgs
+from commands.train.configs import resolve_run
 from services.replay.config import ReplayConfig
 from services.replay.errors import BatchTooLargeError, InvalidChunkError
 from services.replay.factory import build_table
@@ -307,3 +310,11 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+@pytest.mark.parametrize(("env", "layout"), [("CartPole-v1", (4, 0)), ("Pendulum-v1", (3, 1))])
+def test_actorq_train_fixes_the_tables_layout_from_the_env(
+    env: str, layout: tuple[int, int], tmp_path: Path
+) -> None:
+    plan = resolve_run(TrainArgs(env=env), tmp_path / "run")
+    assert (plan.replay.obs_dim, plan.replay.action_dim) == layout
