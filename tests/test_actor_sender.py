@@ -13,10 +13,12 @@ from collections.abc import Sequence
 
 import grpc
 import pytest
+from test_actor_policy import cartpole_balancer
 from test_actor_runner import RecordingSink, config, policy, wait_for
 
+from actorq.clients import FetchedModel
 from actorq.retry import BUSY_METADATA
-from actorq.v1 import replay_pb2
+from actorq.v1 import common_pb2, replay_pb2
 from services.actor.runner import ActorRunner
 
 
@@ -160,3 +162,33 @@ def test_inserts_held_by_the_limiter_through_the_flush_end_with_no_warning(
     runner.stop(flush_s=0.5)
     assert "transitions were not sent before shutdown (the replay's rate limiter" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+class BusyModels:
+    """A quantizer whose GetModel slots are all taken for the first ``busy`` polls."""
+
+    def __init__(self, busy: int) -> None:
+        self.busy = busy
+        self.polls = 0
+
+    def fetch(
+        self, precision: str, newer_than: int = 0, wait_s: float = 0.0, timeout: float | None = None
+    ) -> FetchedModel | None:
+        self.polls += 1
+        if self.busy:
+            self.busy -= 1
+            raise BusyError()
+        if newer_than >= 1:
+            time.sleep(0.05)
+            return None
+        artifact = common_pb2.ModelArtifact(version=1, precision="fp32")
+        return FetchedModel(artifact, cartpole_balancer())
+
+
+def test_a_busy_quantizer_is_backed_off_from_and_polled_again() -> None:
+    models = BusyModels(busy=2)
+    runner = ActorRunner(config(precision="fp32"), FailingSink(), models)
+    runner.start()
+    wait_for(lambda: runner.policy is not None and runner.policy.version == 1)
+    runner.stop(flush_s=1)
+    assert models.polls >= 3
