@@ -110,9 +110,10 @@ class ReplayConfig:
         "actors back off from and retry. Keep it above the number of actors",
     )
     max_sample_streams: int = opt(
-        64,
-        "Sample streams served at once (each holds a thread while open); more are refused "
-        "with RESOURCE_EXHAUSTED, which the learner backs off from and retries",
+        16,
+        "Sample streams served at once (each holds a thread while open, and up to ~32 MiB "
+        "drawn ahead); more are refused with RESOURCE_EXHAUSTED, which the learner backs "
+        "off from and retries. A learner holds one",
     )
     max_insert_bytes: int = opt(
         64 * 1024 * 1024,
