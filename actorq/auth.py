@@ -46,6 +46,7 @@ from typing import Any
 
 import grpc
 
+from actorq.config import ConfigError
 from actorq.v1 import actor_pb2, learner_pb2, quantizer_pb2, replay_pb2
 
 TOKEN_ENV = "ACTORQ_TOKEN"
@@ -100,7 +101,7 @@ def roles_for(method: str) -> frozenset[str]:
     return POLICY.get(method, frozenset())
 
 
-class AuthConfigError(ValueError):
+class AuthConfigError(ConfigError):
     """Token settings that cannot work, with the variable and the fix."""
 
 

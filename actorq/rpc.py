@@ -145,7 +145,8 @@ class DependencyWatch:
     def check(self) -> str:
         """Check now and report; the problem found ('' if none)."""
         problem = self._problem()
-        if problem != self.current:
+        # Log a change of state, not of wording (one outage's errors differ in detail).
+        if self.current is None or bool(problem) != bool(self.current):
             if problem:
                 log.warning("reporting NOT_SERVING: %s", problem)
             elif self.current is not None:

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import grpc
 
+from actorq.config import ConfigError
+
 TLS_CERT_ENV = "ACTORQ_TLS_CERT"
 TLS_KEY_ENV = "ACTORQ_TLS_KEY"
 TLS_CA_ENV = "ACTORQ_TLS_CA"
@@ -51,7 +53,7 @@ ENV_VARS = (
 )
 
 
-class TLSConfigError(ValueError):
+class TLSConfigError(ConfigError):
     """TLS settings that cannot work, with the reason."""
 
 

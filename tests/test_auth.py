@@ -355,3 +355,12 @@ def test_mutual_tls_refuses_a_client_without_a_certificate_and_serves_one_with(
 def test_a_client_ca_without_a_server_certificate_is_refused() -> None:
     with pytest.raises(tls.TLSConfigError, match="needs a TLS server"):
         tls.server_credentials({tls.TLS_CLIENT_CA_ENV: "/ca.pem"})
+
+
+def test_a_service_with_an_unusable_token_stops_with_one_sentence() -> None:
+    env = {**os.environ, "ACTORQ_TOKEN": "short"}
+    cmd = [sys.executable, "-m", "commands.cli", "serve", "replay", "--port", "0"]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert "actorq serve replay: error: ACTORQ_TOKEN must be at least 16 characters" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -103,7 +103,7 @@ def test_embedded_default_learner_sections_are_valid_for_their_algorithm(algo: s
     cfg = config.load(
         LearnerConfig,
         section="learner",
-        file=ROOT / "actorq" / "configs" / f"{algo}.yaml",
+        file=ROOT / "commands" / "configs" / f"{algo}.yaml",
         env={},
         overrides={"algo": algo},
     )
