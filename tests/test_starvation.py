@@ -17,12 +17,14 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from conftest import ServiceProcess
+from conftest import ServiceProcess, free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from test_quantizer_service import SPEC, weights
 from test_replay_guards import transitions
 
 from actorq.clients import QuantizerClient, ReplayClient
+from actorq.retry import is_busy
 from actorq.rpc import channel
 from actorq.v1 import quantizer_pb2, quantizer_pb2_grpc, replay_pb2, replay_pb2_grpc
 
@@ -128,3 +130,43 @@ def test_a_replay_with_256_open_insert_streams_answers_health_and_takes_an_inser
             stream.result(timeout=30)
     with channel(replay.address) as ch:
         assert ReplayClient(ch).stats().size == 8
+
+
+def test_an_actor_with_idle_reflection_streams_still_answers_health(
+    service_factory: type, open_channels: list[grpc.Channel]
+) -> None:
+    """Reflection streams held open (a debugger's) take their own two slots at most: the
+    rest are refused busy, and health keeps its threads."""
+    unreachable = f"127.0.0.1:{free_port()}"
+    actor: ServiceProcess = service_factory(  # type: ignore[operator]
+        "actor",
+        [
+            "--env",
+            "CartPole-v1",
+            "--replay-address",
+            unreachable,
+            "--quantizer-address",
+            unreachable,
+        ],
+    )
+    open_channels += channels(actor.address, 1)
+    release = threading.Event()
+
+    def idle() -> Iterator[reflection_pb2.ServerReflectionRequest]:
+        release.wait(60)
+        yield from ()
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(open_channels[0])
+    streams = [stub.ServerReflectionInfo(idle(), timeout=90) for _ in range(6)]
+    try:
+        time.sleep(1.0)
+        worst = report("6 idle reflection streams", health_latencies(actor.address))
+        assert worst < HEALTH_BOUND_S
+        busy = 0
+        for stream in streams[2:]:
+            with pytest.raises(grpc.RpcError) as info:
+                next(stream)
+            busy += is_busy(info.value)
+        assert busy == 4
+    finally:
+        release.set()
