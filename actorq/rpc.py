@@ -86,14 +86,21 @@ def make_server(
     )
 
 
+# A health "service" that is SERVING for as long as the process serves at all, whatever
+# its dependencies do: for liveness probes, which should restart a hung process but not
+# one waiting for its Redis (readiness probes, compose and the launcher check "").
+LIVENESS = "liveness"
+
+
 def add_health_and_reflection(
     server: grpc.Server, service_names: Iterable[str]
 ) -> health.HealthServicer:
-    """Register health (all services SERVING) and reflection; returns the health servicer."""
+    """Register health (all services SERVING, ``LIVENESS`` too) and reflection; returns
+    the health servicer."""
     names = list(service_names)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in [*names, ""]:
+    for name in [*names, "", LIVENESS]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
         [
@@ -112,8 +119,9 @@ def method_name(service_name: str, method: str) -> str:
 
 
 def set_serving(health_servicer: health.HealthServicer, service_name: str, serving: bool) -> None:
-    """Report the server and service_name SERVING or NOT_SERVING (e.g. while a store it
-    depends on is unreachable, so probes take it out of rotation)."""
+    """Report the server ("") and service_name SERVING or NOT_SERVING (e.g. while a store
+    it depends on is unreachable, so readiness probes take it out of rotation);
+    ``LIVENESS`` stays SERVING."""
     status = (
         health_pb2.HealthCheckResponse.SERVING
         if serving

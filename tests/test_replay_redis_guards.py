@@ -19,7 +19,7 @@ from test_replay_guards import rss_mib, transitions
 
 from actorq.clients import ReplayClient
 from actorq.retry import dependency_down
-from actorq.rpc import channel
+from actorq.rpc import LIVENESS, channel
 from commands import procs
 from commands.procs import free_port
 from commands.train.args import TrainArgs
@@ -87,11 +87,11 @@ def test_a_fresh_replica_checks_a_batch_against_the_stored_layout_before_drawing
         writer.close()
 
 
-def health(address: str) -> int:
+def health(address: str, service: str = "actorq.v1.ReplayService") -> int:
     with channel(address) as ch:
         return int(
             health_pb2_grpc.HealthStub(ch)
-            .Check(health_pb2.HealthCheckRequest(service="actorq.v1.ReplayService"), timeout=2)
+            .Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
             .status
         )
 
@@ -118,6 +118,8 @@ def test_replay_reports_not_serving_while_redis_is_down_and_serving_once_it_is_b
         assert health(replay.address) == SERVING
         redis_server.stop()
         assert wait_health(replay.address, NOT_SERVING) < 5
+        assert health(replay.address, "") == NOT_SERVING  # what readiness checks
+        assert health(replay.address, LIVENESS) == SERVING  # not restarted for waiting
         # Calls say what is down, for the launcher's progress line.
         with channel(replay.address) as ch, pytest.raises(grpc.RpcError) as info:
             ReplayClient(ch).stats()
