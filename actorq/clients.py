@@ -29,6 +29,9 @@ from actorq.v1 import (
 )
 from actorq.workers import Prefetcher
 
+# Closes an Insert stream (replay.proto, TransitionChunk.commit).
+COMMIT = replay_pb2.TransitionChunk(commit=True)
+
 
 class SampleStream:
     """Iterator over sampled batches whose RPC any thread may cancel.
@@ -73,13 +76,14 @@ class ReplayClient:
     ) -> replay_pb2.InsertResponse:
         """Send chunks as one Insert stream; they are committed all-or-nothing."""
         msgs = [c.to_proto(actor_id, policy_version) for c in chunks]
-        return self._stub.Insert(iter(msgs), timeout=timeout)
+        return self.insert_protos(msgs, timeout=timeout)
 
     def insert_protos(
         self, chunks: Sequence[replay_pb2.TransitionChunk], timeout: float | None = None
     ) -> replay_pb2.InsertResponse:
-        """Send pre-encoded chunks as one Insert stream."""
-        return self._stub.Insert(iter(chunks), timeout=timeout)
+        """Send pre-encoded chunks as one Insert stream, closed by the commit marker
+        (the replay commits nothing of a stream that ends without it)."""
+        return self._stub.Insert(iter([*chunks, COMMIT]), timeout=timeout)
 
     def sample_stream(self, batch_size: int, num_batches: int = 0) -> SampleStream:
         """Stream sampled batches (0 = until the stream is cancelled)."""

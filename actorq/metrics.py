@@ -8,7 +8,10 @@ Prometheus (``rate(actorq_replay_inserted_transitions_total[1m])``), except
 where the service already measures a rate itself (steps/s).
 
 The port is off (0) unless set: ``actorq train`` starts every service on one
-host, where one fixed port would collide. The images set it to 9100.
+host, where one fixed port would collide. The images set it to 9100. The
+endpoint listens on 127.0.0.1 unless ``ACTORQ_METRICS_HOST`` says otherwise
+(a container sets 0.0.0.0 for Prometheus to reach it): the numbers are not
+secret, but nothing is served to a network nobody asked for.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from prometheus_client.registry import Collector
 
 METRICS_PORT_ENV = "ACTORQ_METRICS_PORT"
 METRICS_HOST_ENV = "ACTORQ_METRICS_HOST"
+DEFAULT_METRICS_HOST = "127.0.0.1"
 PREFIX = "actorq_"
 
 log = logging.getLogger(__name__)
@@ -93,7 +97,7 @@ def serve_from_env(
     read: Callable[[], Iterable[Sample]],
     env: Mapping[str, str] | None = None,
 ) -> int | None:
-    """Serve /metrics on ACTORQ_METRICS_PORT (host ACTORQ_METRICS_HOST, default 0.0.0.0).
+    """Serve /metrics on ACTORQ_METRICS_PORT (host ACTORQ_METRICS_HOST, default 127.0.0.1).
 
     Returns the port, or None when metrics are off. The HTTP server runs on a
     daemon thread for the life of the process.
@@ -102,7 +106,7 @@ def serve_from_env(
     port = port_from_env(env)
     if port == 0:
         return None
-    host = env.get(METRICS_HOST_ENV, "0.0.0.0")
+    host = env.get(METRICS_HOST_ENV) or DEFAULT_METRICS_HOST
     registry = registry_for(read)
     server, _thread = start_http_server(port, addr=host, registry=registry)
     bound = int(server.server_port)

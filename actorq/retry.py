@@ -26,9 +26,41 @@ TRANSIENT: frozenset[grpc.StatusCode] = frozenset(
 )
 
 
+# Trailing metadata of a call refused because the server is full (``actorq.limits``):
+# RESOURCE_EXHAUSTED that means "back off and retry", not "too big, never retry".
+BUSY_METADATA = ("actorq-busy", "1")
+
+
+# Trailing metadata of an UNAVAILABLE that a service's own dependency caused (the
+# replay's Redis): the value names it, so a caller can say what is down.
+DOWN_METADATA_KEY = "actorq-down"
+
+
 def is_transient(code: grpc.StatusCode | None) -> bool:
     """Whether a call that failed with this status may succeed if tried again."""
     return code in TRANSIENT
+
+
+def is_busy(err: BaseException) -> bool:
+    """Whether err is a server's "all slots for this call are in use" refusal."""
+    if not isinstance(err, grpc.RpcError) or err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    trailing = getattr(err, "trailing_metadata", None)
+    return trailing is not None and BUSY_METADATA in tuple(trailing() or ())
+
+
+def dependency_down(err: BaseException) -> str:
+    """What a failed call says is down behind the service ('' if it says nothing)."""
+    trailing = getattr(err, "trailing_metadata", None) if isinstance(err, grpc.RpcError) else None
+    for key, value in tuple(trailing() or ()) if trailing is not None else ():
+        if key == DOWN_METADATA_KEY:
+            return str(value)
+    return ""
+
+
+def worth_retrying(err: BaseException) -> bool:
+    """Whether a failed call may succeed later: a transient status or a busy server."""
+    return isinstance(err, grpc.RpcError) and (is_transient(err.code()) or is_busy(err))
 
 
 def describe(err: BaseException) -> str:

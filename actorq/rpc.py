@@ -5,6 +5,12 @@ server reflection, so grpcurl and other generic clients work out of the box.
 Message limits are raised deliberately (not left at gRPC's 4 MiB default) to
 MAX_MESSAGE_BYTES; anything bigger (FP32 weights and ONNX models of
 paper-size policies) is streamed in PART_BYTES pieces.
+
+Every server checks callers' tokens when one is configured (``actorq.auth``)
+and gives each long-lived method its own concurrency budget on top of a
+reserve of threads for everything else (``actorq.limits``), so idle long polls
+and streams never starve health. Every channel presents the process's token
+and, with mutual TLS, its certificate (``actorq.tls``).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
 from typing import Any
 
@@ -21,7 +27,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from actorq import tls
+from actorq import auth, tls
+from actorq.limits import CallLimits
+from actorq.malformed import MalformedRequests
 
 # Largest single gRPC message any service accepts. A bigger one is refused by
 # gRPC itself with RESOURCE_EXHAUSTED before our code sees it.
@@ -40,10 +48,30 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 log = logging.getLogger(__name__)
 
 
-def make_server(max_workers: int = 16) -> grpc.Server:
-    """A thread-pool gRPC server with ActorQ's message limits."""
+def make_server(
+    max_workers: int = 16,
+    limits: Mapping[str, int] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> grpc.Server:
+    """A thread-pool gRPC server with ActorQ's message limits, the token check when a
+    token is configured in env (default: the process environment), and the
+    per-method concurrency ``limits`` (full method name -> calls at once).
+
+    The pool holds max_workers threads for unlimited calls (health, status, stats)
+    plus every limited method's budget, so the limited ones cannot take the former.
+    Raises auth.AuthConfigError for token settings that cannot work.
+    """
+    accepted = auth.accepted_tokens(env)
+    call_limits = CallLimits(limits or {})
+    # Auth first: a refused caller's request is never even parsed, nor takes a slot.
+    interceptors: list[grpc.ServerInterceptor] = [MalformedRequests(), call_limits]
+    if accepted is not None:
+        interceptors.insert(0, auth.AuthInterceptor(accepted))
+        log.info("callers need a token (roles accepted: %s)", ", ".join(accepted.roles))
+    threads = max_workers + call_limits.threads
     return grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
+        interceptors=interceptors,
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -58,14 +86,21 @@ def make_server(max_workers: int = 16) -> grpc.Server:
     )
 
 
+# A health "service" that is SERVING for as long as the process serves at all, whatever
+# its dependencies do: for liveness probes, which should restart a hung process but not
+# one waiting for its Redis (readiness probes, compose and the launcher check "").
+LIVENESS = "liveness"
+
+
 def add_health_and_reflection(
     server: grpc.Server, service_names: Iterable[str]
 ) -> health.HealthServicer:
-    """Register health (all services SERVING) and reflection; returns the health servicer."""
+    """Register health (all services SERVING, ``LIVENESS`` too) and reflection; returns
+    the health servicer."""
     names = list(service_names)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in [*names, ""]:
+    for name in [*names, "", LIVENESS]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
         [
@@ -78,6 +113,69 @@ def add_health_and_reflection(
     return health_servicer
 
 
+def method_name(service_name: str, method: str) -> str:
+    """``/package.Service/Method``: how interceptors and limits name a method."""
+    return f"/{service_name}/{method}"
+
+
+def set_serving(health_servicer: health.HealthServicer, service_name: str, serving: bool) -> None:
+    """Report the server ("") and service_name SERVING or NOT_SERVING (e.g. while a store
+    it depends on is unreachable, so readiness probes take it out of rotation);
+    ``LIVENESS`` stays SERVING."""
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in (service_name, ""):
+        health_servicer.set(name, status)
+
+
+class DependencyWatch:
+    """Keeps a service's health honest about a dependency (a store it cannot serve
+    without): every period_s it asks ``problem()`` ('' when fine, else why not) and
+    reports NOT_SERVING while there is one, SERVING again once it is gone, logging
+    each change once."""
+
+    def __init__(
+        self,
+        health_servicer: health.HealthServicer,
+        service_name: str,
+        problem: Callable[[], str],
+        period_s: float = 1.0,
+    ) -> None:
+        self._health, self._name, self._problem = health_servicer, service_name, problem
+        self._period_s = period_s
+        self._stop = threading.Event()
+        self.current: str | None = None  # the last problem seen ('' fine; None: not checked)
+        self._thread = threading.Thread(target=self._run, name="dependency-watch", daemon=True)
+
+    def check(self) -> str:
+        """Check now and report; the problem found ('' if none)."""
+        problem = self._problem()
+        # Log a change of state, not of wording (one outage's errors differ in detail).
+        if self.current is None or bool(problem) != bool(self.current):
+            if problem:
+                log.warning("reporting NOT_SERVING: %s", problem)
+            elif self.current is not None:
+                log.info("reporting SERVING again: the dependency answers")
+            set_serving(self._health, self._name, not problem)
+            self.current = problem
+        return problem
+
+    def start(self) -> None:
+        """Check once now (so the first health answer is already right), then keep checking."""
+        self.check()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period_s):
+            self.check()
+
+
 def service_server(
     add_servicer: Callable[[Any, grpc.Server], None],
     servicer: Any,
@@ -85,13 +183,17 @@ def service_server(
     host: str,
     port: int,
     max_workers: int = 16,
+    limits: Mapping[str, int] | None = None,
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """A bound, not yet started server for one ActorQ service: its servicer (added with
     the generated ``add_XServicer_to_server``), health and reflection.
 
+    ``limits``: the service's long-lived methods (short names, e.g. ``GetModel``) ->
+    how many may run at once; ``max_workers``: threads for everything else.
     Returns (server, health servicer, bound port); port 0 picks a free one.
     """
-    server = make_server(max_workers=max_workers)
+    full = {method_name(service_name, m): n for m, n in (limits or {}).items()}
+    server = make_server(max_workers=max_workers, limits=full)
     add_servicer(servicer, server)
     health_servicer = add_health_and_reflection(server, [service_name])
     return server, health_servicer, bind(server, host, port)
@@ -112,18 +214,28 @@ def bind(server: grpc.Server, host: str, port: int) -> int:
     return bound
 
 
-def channel(address: str) -> grpc.Channel:
-    """A channel with ActorQ's message limits and keepalive; TLS when ACTORQ_TLS_CA is set.
+def channel(
+    address: str, role: str | None = None, env: Mapping[str, str] | None = None
+) -> grpc.Channel:
+    """A channel with ActorQ's message limits and keepalive; TLS when ACTORQ_TLS_CA is
+    set (with a client certificate for mutual TLS); every call carries the token of
+    ``role`` (``actorq.auth.client_token``) when one is set.
 
+    env: where the TLS and token variables are read (default: the process environment).
     A ``dns:///NAME:PORT`` address resolves every address behind NAME (a headless
     Kubernetes Service, a scaled compose service) and spreads calls over them
     round-robin; a plain ``HOST:PORT`` uses one connection.
     """
     options = [*CHANNEL_OPTIONS, ("grpc.lb_policy_name", "round_robin")]
-    creds = tls.channel_credentials()
+    token = auth.client_token(env, role)
+    creds = tls.channel_credentials(env)
     if creds is not None:
-        return grpc.secure_channel(address, creds, options=[*options, *tls.channel_options()])
-    return grpc.insecure_channel(address, options=options)
+        ch = grpc.secure_channel(address, creds, options=[*options, *tls.channel_options(env)])
+    else:
+        ch = grpc.insecure_channel(address, options=options)
+    if token:
+        return grpc.intercept_channel(ch, auth.TokenInterceptor(token))
+    return ch
 
 
 def wait_healthy(address: str, timeout_s: float, service: str = "") -> None:

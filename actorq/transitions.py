@@ -33,11 +33,10 @@ class Transitions:
         return int(self.obs.shape[0])
 
     def to_proto(self, actor_id: str = "", policy_version: int = 0) -> replay_pb2.TransitionChunk:
-        return replay_pb2.TransitionChunk(
-            **{name: tensor.to_proto(getattr(self, name), name) for name in TRANSITION_FIELDS},
-            actor_id=actor_id,
-            policy_version=policy_version,
-        )
+        msg = replay_pb2.TransitionChunk(actor_id=actor_id, policy_version=policy_version)
+        for name in TRANSITION_FIELDS:
+            getattr(msg, name).CopyFrom(tensor.to_proto(getattr(self, name), name))
+        return msg
 
     @classmethod
     def from_proto(cls, chunk: replay_pb2.TransitionChunk) -> Transitions:

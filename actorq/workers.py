@@ -22,7 +22,7 @@ from typing import Generic, TypeVar
 
 import grpc
 
-from actorq.retry import Backoff, Outage, describe, is_transient
+from actorq.retry import Backoff, Outage, describe, worth_retrying
 
 T = TypeVar("T")
 W = TypeVar("W")
@@ -191,7 +191,7 @@ class BackgroundSender(Generic[W]):
         raise NotImplementedError
 
     def _failed(self, work: W, err: grpc.RpcError) -> bool:
-        transient = is_transient(err.code())
+        transient = worth_retrying(err)  # a busy server too: back off, then again
         self.outage.failed(describe(err), "retrying" if transient else "dropping it")
         if transient:
             with self._cond:

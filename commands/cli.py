@@ -8,10 +8,11 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from actorq.config import ConfigError
 from commands import carbon, procs
 
 SERVICES = ("replay", "quantizer", "learner", "actor")
-BENCHES = ("actor", "learner", "replay")
+BENCHES = ("actor", "learner", "replay", "fuzz")
 # The other commands: each module's main(argv) -> exit code, imported only when run
 # (`actorq serve` imports no command).
 COMMANDS = {"train": "commands.train.run", "attach": "commands.attach", "report": "commands.report"}
@@ -30,6 +31,9 @@ def serve(service: str, argv: Sequence[str]) -> int:
     try:
         module = importlib.import_module(f"services.{service}.server")
         module.main(list(argv))
+    except ConfigError as err:  # e.g. token or TLS settings: one sentence, no traceback
+        print(f"actorq serve {service}: error: {err}", file=sys.stderr)
+        return 2
     finally:
         if tracker is not None:
             tracker.stop()

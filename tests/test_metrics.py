@@ -65,6 +65,32 @@ def test_metrics_are_off_by_default() -> None:
     assert metrics.serve_from_env("replay", lambda: [], env={}) is None
 
 
+def bound_host(env: dict[str, str]) -> str:
+    """Where serve_from_env listens with env (on a free port, then left running):
+    'loopback' if only 127.0.0.1 answers, 'all' if 127.0.0.2 does too (on Linux all
+    of 127/8 is loopback, but a socket bound to 127.0.0.1 answers only there)."""
+    import socket
+
+    port = free_port()
+    metrics.serve_from_env("replay", lambda: [], env={metrics.METRICS_PORT_ENV: str(port), **env})
+    answers = []
+    for host in ("127.0.0.1", "127.0.0.2"):
+        with socket.socket() as s:
+            s.settimeout(1)
+            answers.append(s.connect_ex((host, port)) == 0)
+    assert answers[0], "nothing listens on 127.0.0.1"
+    return "all" if answers[1] else "loopback"
+
+
+def test_metrics_listen_on_loopback_unless_a_host_is_given() -> None:
+    assert bound_host({}) == "loopback"
+    assert metrics.DEFAULT_METRICS_HOST == "127.0.0.1"
+
+
+def test_metrics_listen_where_actorq_metrics_host_says() -> None:
+    assert bound_host({metrics.METRICS_HOST_ENV: "0.0.0.0"}) == "all"
+
+
 def test_a_bad_metrics_port_is_refused_naming_the_variable() -> None:
     with pytest.raises(ValueError, match="ACTORQ_METRICS_PORT='x' is not a port"):
         metrics.port_from_env({metrics.METRICS_PORT_ENV: "x"})

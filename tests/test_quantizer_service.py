@@ -23,6 +23,7 @@ from conftest import ServiceProcess, start_service
 from actorq import tensor
 from actorq.clients import QuantizerClient
 from actorq.ort import make_session
+from actorq.retry import is_busy
 from actorq.rpc import channel
 from actorq.v1 import common_pb2, quantizer_pb2, quantizer_pb2_grpc
 from services.quantizer.bench import torch_like_weights
@@ -472,20 +473,24 @@ def test_long_poll_returns_promptly_when_a_new_version_is_published(
     assert returned_at - published_at[0] < 1.0
 
 
-def test_cancelled_long_polls_free_their_server_threads(
+def test_long_polls_past_their_budget_are_refused_busy_and_cancelled_ones_free_it(
     service_factory: Callable[..., ServiceProcess],
 ) -> None:
-    svc = service_factory("quantizer", ["--max-workers", "2"])
+    svc = service_factory("quantizer", ["--max-model-polls", "2", "--max-workers", "1"])
     with channel(svc.address) as ch:
         stub = quantizer_pb2_grpc.QuantizerServiceStub(ch)
         request = quantizer_pb2.GetModelRequest(precision="fp32", wait_s=60.0)
         polls = [stub.GetModel(request, timeout=90) for _ in range(2)]
         time.sleep(0.3)
-        # Both handler threads are waiting: a third call cannot be served now.
-        refused(
-            lambda: stub.ListModels(quantizer_pb2.ListModelsRequest(), timeout=0.5),
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-        )
+        # Both slots are waiting: a third poll is refused at once, marked busy ...
+        with pytest.raises(grpc.RpcError) as info:
+            next(stub.GetModel(request, timeout=5))
+        assert is_busy(info.value), info.value.details()
+        # ... while short calls still have their own thread.
+        assert stub.ListModels(quantizer_pb2.ListModelsRequest(), timeout=5).versions_built == 0
         for poll in polls:
             poll.cancel()
-        assert stub.ListModels(quantizer_pb2.ListModelsRequest(), timeout=5).versions_built == 0
+        time.sleep(0.3)
+        # The cancelled polls gave their slots back: a new one waits (and times out).
+        short = quantizer_pb2.GetModelRequest(precision="fp32", wait_s=0.2)
+        refused(lambda: next(stub.GetModel(short, timeout=5)), grpc.StatusCode.NOT_FOUND)

@@ -314,7 +314,8 @@ def test_a_batch_that_could_deadlock_the_limiter_is_refused_before_waiting() -> 
 
 
 def test_a_batch_larger_than_a_message_is_refused() -> None:
-    t = table(max_batch_bytes=48 * 100)  # 100 CartPole transitions of 48 bytes
+    # 100 CartPole rows: a 48-byte transition plus its 8-byte key and 4-byte weight.
+    t = table(max_batch_bytes=60 * 100)
     t.insert([chunk(4)])
     with pytest.raises(BatchTooLargeError, match="use batch_size <= 100"):
         t.sample(101)

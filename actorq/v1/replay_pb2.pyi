@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TransitionChunk(_message.Message):
-    __slots__ = ("obs", "action", "reward", "discount", "next_obs", "actor_id", "policy_version")
+    __slots__ = ("obs", "action", "reward", "discount", "next_obs", "actor_id", "policy_version", "sequence", "session", "commit")
     OBS_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     REWARD_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,9 @@ class TransitionChunk(_message.Message):
     NEXT_OBS_FIELD_NUMBER: _ClassVar[int]
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
     obs: _common_pb2.Tensor
     action: _common_pb2.Tensor
     reward: _common_pb2.Tensor
@@ -23,17 +26,22 @@ class TransitionChunk(_message.Message):
     next_obs: _common_pb2.Tensor
     actor_id: str
     policy_version: int
-    def __init__(self, obs: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., action: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., reward: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., discount: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., next_obs: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., actor_id: _Optional[str] = ..., policy_version: _Optional[int] = ...) -> None: ...
+    sequence: int
+    session: int
+    commit: bool
+    def __init__(self, obs: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., action: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., reward: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., discount: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., next_obs: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., actor_id: _Optional[str] = ..., policy_version: _Optional[int] = ..., sequence: _Optional[int] = ..., session: _Optional[int] = ..., commit: _Optional[bool] = ...) -> None: ...
 
 class InsertResponse(_message.Message):
-    __slots__ = ("chunks", "transitions", "size")
+    __slots__ = ("chunks", "transitions", "size", "duplicates")
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     TRANSITIONS_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     chunks: int
     transitions: int
     size: int
-    def __init__(self, chunks: _Optional[int] = ..., transitions: _Optional[int] = ..., size: _Optional[int] = ...) -> None: ...
+    duplicates: int
+    def __init__(self, chunks: _Optional[int] = ..., transitions: _Optional[int] = ..., size: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
     __slots__ = ("batch_size", "num_batches")

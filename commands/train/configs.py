@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from actorq import config
 from actorq.config import ConfigError, redact_url
+from actorq.envs import env_info
 from commands import procs
 from commands.train.args import TrainArgs, deep_merge, default_config, read_overlay
 from services.actor.config import ActorConfig
@@ -139,9 +140,11 @@ def resolve_run(args: TrainArgs, out: Path) -> RunConfig:
         "quantizer_address": f"{HOST}:{port['quantizer']}",
     }
     # The real store URL, which may hold a password, is checked here and written nowhere.
+    # The env fixes the table's layout, so no first caller can choose another one.
+    layout = env_info(args.env)
     replay = _build(
         ReplayConfig, "replay", merged, host=HOST, port=port["replay"], seed=args.seed,
-        store=args.replay_store,
+        store=args.replay_store, obs_dim=layout.obs_dim, action_dim=layout.action_dim,
     )  # fmt: skip
     quantizer = _build(QuantizerConfig, "quantizer", merged, host=HOST, port=port["quantizer"])
     learner_own: dict[str, Any] = {"host": HOST, "port": port["learner"], "algo": args.algo}

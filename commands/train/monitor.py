@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import grpc
 
 from actorq.clients import ActorClient, LearnerClient, QuantizerClient, ReplayClient
+from actorq.retry import dependency_down
 from actorq.rpc import channel
 from actorq.v1 import actor_pb2, learner_pb2, replay_pb2
 from commands.train import summary as summaries
@@ -37,11 +38,14 @@ T = TypeVar("T")
 RUN_SETTINGS = ("env", "algo", "precision", "actors", "seed", "target_return")
 
 
-def answer(call: Callable[[], T]) -> T | None:
-    """A status RPC's answer, or None when the service did not answer."""
+def answer(call: Callable[[], T], down: dict[str, str] | None = None, name: str = "") -> T | None:
+    """A status RPC's answer, or None when the service did not answer (then, with
+    ``down``, what the service said is down behind it goes in down[name])."""
     try:
         return call()
-    except grpc.RpcError:
+    except grpc.RpcError as err:
+        if down is not None and (behind := dependency_down(err)):
+            down[name] = behind
         return None
 
 
@@ -53,6 +57,8 @@ class Snapshot:
     replay: replay_pb2.ReplayStats | None = None
     # Per polled actor, in the order of Watch.actors.
     actors: list[actor_pb2.ActorStatus | None] = field(default_factory=list)
+    # Service -> the dependency it said is down (the replay's Redis).
+    down: dict[str, str] = field(default_factory=dict)
 
     @property
     def answering_actors(self) -> list[actor_pb2.ActorStatus]:
@@ -93,10 +99,12 @@ class Watch:
 
     def poll(self) -> Snapshot:
         """Every service's status now."""
+        down: dict[str, str] = {}
         return Snapshot(
             learner=answer(self.learner.status),
-            replay=answer(self.replay.stats),
+            replay=answer(self.replay.stats, down, "replay"),
             actors=[answer(c.status) for c in self.actors.values()],
+            down=down,
         )
 
     def env_steps(self, snap: Snapshot) -> int | None:
@@ -145,6 +153,7 @@ class Watch:
             "eval_return": latest.mean_return if latest else None,
             "eval_version": latest.version if latest else None,
             "actor_versions": [a.model_version if a else None for a in snap.actors],
+            "down": dict(snap.down),
         }
 
     def step(self, metrics: Any) -> tuple[str, str]:

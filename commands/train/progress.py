@@ -100,6 +100,7 @@ def status_line(args: TrainArgs, row: Mapping[str, Any], elapsed_s: float) -> st
         f"learner {row['learner_steps']:>8,}{rate(row['learner_steps_per_s'], 6)} | "
         f"model v{row['model_version'] or 0} | eval {ev} | "
         f"replay {f'{replay:,}' if replay is not None else '?'}"
+        + "".join(f" | {name}: {what} down" for name, what in (row.get("down") or {}).items())
     )
 
 

@@ -8,6 +8,7 @@ back (rate limiter, outage) fills it, and a full queue makes the step loop wait.
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections import deque
 
@@ -88,11 +89,18 @@ class ChunkBuilder:
 
     Actions are int64 [size] for discrete envs (action_dim 0) and float32
     [size, action_dim] for continuous ones, the two layouts replay accepts.
+    Every chunk carries ``session`` and its ``sequence`` (1, 2, ...), so the
+    replay stores a chunk once however often the sender has to resend it.
     """
 
-    def __init__(self, size: int, obs_dim: int, actor_id: str, action_dim: int = 0) -> None:
+    def __init__(
+        self, size: int, obs_dim: int, actor_id: str, action_dim: int = 0, session: int = 0
+    ) -> None:
         self.size = size
         self.actor_id = actor_id
+        # Random per builder (one per actor process) unless given; sequences count within it.
+        self.session = session or secrets.randbits(63) + 1
+        self.sequence = 0
         self.obs = np.zeros((size, obs_dim), np.float32)
         self.next_obs = np.zeros((size, obs_dim), np.float32)
         self.action = (
@@ -123,6 +131,7 @@ class ChunkBuilder:
     def take(self) -> QueuedChunk:
         """The filled rows encoded as a chunk (a copy), and their count; empties the builder."""
         n = self.rows
+        self.sequence += 1
         chunk = replay_pb2.TransitionChunk(
             obs=tensor.to_proto(self.obs[:n], "obs"),
             action=tensor.to_proto(self.action[:n], "action"),
@@ -131,6 +140,8 @@ class ChunkBuilder:
             next_obs=tensor.to_proto(self.next_obs[:n], "next_obs"),
             actor_id=self.actor_id,
             policy_version=self.policy_version,
+            sequence=self.sequence,
+            session=self.session,
         )
         self.rows = 0
         return chunk, n

@@ -169,13 +169,18 @@ class ActorRunner:
         unsent = self._queue.drain()
         if unsent:
             self._sender.transitions_dropped += unsent
-            log.error(
+            # Info when the run is ending anyway (the replay stopping too, or its limiter
+            # holding the last chunks): nothing acknowledged was lost, and stopping
+            # sooner than the learner has caught up is how a run ends.
+            reason = self._sender.gave_up_reason
+            log.log(
+                logging.INFO if reason else logging.WARNING,
                 "%d transitions were not sent before shutdown (%s)",
                 unsent,
-                self.error or f"replay did not take them within {flush_s:g} s",
+                reason or self.error or f"replay did not take them within {flush_s:g} s",
             )
         if self._sender.in_flight:
-            log.error(
+            log.warning(
                 "an Insert of %d chunks was still unanswered at shutdown; the replay may or "
                 "may not have stored it",
                 self._sender.in_flight,

@@ -3,12 +3,18 @@
 A chunk leaves the actor only once the replay acknowledged it, or refused it
 for good (which is logged and counted as dropped). How each failure is met:
 
+- RESOURCE_EXHAUSTED marked busy (``actorq.retry.is_busy``): the replay has
+  all the Insert streams it serves at once, or buffers all the bytes it may;
+  back off and resend the same chunks (resend marks keep them stored once);
 - RESOURCE_EXHAUSTED for several chunks: the Insert was too big; send half as
   many chunks per Insert from now on (a single refused chunk is dropped);
 - INVALID_ARGUMENT, UNIMPLEMENTED: the replay will refuse these chunks whatever
   we do; drop them loudly and keep acting rather than stall for ever;
 - DEADLINE_EXCEEDED while acting: held back by the replay's rate limiter for a
   whole deadline, which is backpressure, not an outage: try again at once;
+  while flushing at shutdown it means the limiter held the last chunks for the
+  whole flush time (the learner is behind the actors): a normal end, logged
+  at info;
 - UNAVAILABLE while flushing at shutdown: the replay is gone (often stopping
   too), so waiting out the flush deadline would only delay the exit;
 - anything else: an outage; hold the chunks and retry with backoff
@@ -26,7 +32,7 @@ from typing import Protocol
 
 import grpc
 
-from actorq.retry import Backoff, Outage, describe
+from actorq.retry import Backoff, Outage, describe, is_busy
 from actorq.v1 import replay_pb2
 from services.actor.chunks import ChunkQueue, QueuedChunk
 from services.actor.config import ActorConfig
@@ -71,6 +77,10 @@ class ChunkSender:
         )
         self._flush_deadline: float | None = None  # set by flush(): give up after it
         self._gave_up = False  # the replay went away while flushing
+        # Why flushing ended before the queue was empty, when that is a normal end of
+        # a run (the replay stopping too, or its rate limiter holding the last chunks).
+        self.gave_up_reason = ""
+        self._busy = Outage(log, "replay busy", recovery="replay took inserts again")
         self.transitions_sent = 0
         self.transitions_dropped = 0
         self.failures = 0  # failed Insert calls of any kind
@@ -137,7 +147,7 @@ class ChunkSender:
             return self._failed(batch, err)
         self.rpc_s += time.perf_counter() - started
         self.transitions_sent += sum(count for _, count in batch)
-        if self._outage.recovered():
+        if self._outage.recovered() | self._busy.recovered():
             self._backoff.reset()
             self._errors.clear(_OUTAGE)
         return True
@@ -145,6 +155,11 @@ class ChunkSender:
     def _failed(self, batch: list[QueuedChunk], err: grpc.RpcError) -> bool:
         """Meet one failed Insert (see the module docstring); True if batch is settled."""
         code = err.code()
+        flushing = self._flush_deadline is not None
+        if is_busy(err):  # full, not too big: the same chunks later
+            self._busy.failed(describe(err), "backing off and resending")
+            self._wait(self._backoff.next())
+            return False
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED and len(batch) > 1:
             self._per_insert = max(1, len(batch) // 2)
             log.warning(
@@ -160,13 +175,18 @@ class ChunkSender:
             self._errors.set(f"replay refused {lost} transitions: {describe(err)}")
             log.error("%s", self._errors.text)
             return True
-        flushing = self._flush_deadline is not None
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED and not flushing:
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            if flushing:  # the limiter held them for the whole flush time
+                self.gave_up_reason = (
+                    "the replay's rate limiter held them until the flush time ran out; "
+                    "the learner is behind the actors"
+                )
             return False  # backpressure: nothing was stored, try again
-        self._errors.set(f"{_OUTAGE} failed: {describe(err)}")
         if code == grpc.StatusCode.UNAVAILABLE and flushing:
+            self.gave_up_reason = f"the replay is unavailable, stopping too ({describe(err)})"
             self._gave_up = True
             return False
+        self._errors.set(f"{_OUTAGE} failed: {describe(err)}")
         self._outage.failed(
             describe(err),
             f"holding {self.in_flight} chunks and retrying with backoff until it answers",

@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health
 
 from actorq import logs, metrics
+from actorq.auth import ACTOR
 from actorq.clients import QuantizerClient, ReplayClient
 from actorq.config import ConfigError, from_argv
 from actorq.rpc import channel, run_until_signalled, service_server
@@ -49,7 +50,7 @@ def build_server(
     Raises ConfigError when the env cannot be used. The caller closes the
     channels after stopping the runner.
     """
-    channels = [channel(cfg.replay_address), channel(cfg.quantizer_address)]
+    channels = [channel(cfg.replay_address, ACTOR), channel(cfg.quantizer_address, ACTOR)]
     try:
         runner = ActorRunner(cfg, ReplayClient(channels[0]), QuantizerClient(channels[1]))
     except BaseException:

@@ -22,8 +22,9 @@ from collections.abc import Callable
 
 import grpc
 
+from actorq import retry
 from actorq.clients import PrefetchingSampler, QuantizerClient, ReplayClient
-from actorq.retry import Backoff, Outage, describe, is_transient
+from actorq.retry import Backoff, Outage, describe
 from actorq.rpc import wait_healthy
 from actorq.transitions import SampledBatch
 from actorq.v1 import learner_pb2
@@ -241,7 +242,7 @@ class TrainingLoop:
             except grpc.RpcError as err:
                 # FAILED_PRECONDITION: publish() moved past the versions already served;
                 # the retry below publishes the next one.
-                if not worth_retrying(err.code()):
+                if not worth_retrying(err):
                     raise LearnerFailure(
                         f"the quantizer at {self.cfg.quantizer_address} refused the initial "
                         f"weights ({describe(err)})"
@@ -252,7 +253,8 @@ class TrainingLoop:
         return False
 
     def _check_sample_error(self, err: BaseException) -> None:
-        if isinstance(err, grpc.RpcError) and not is_transient(err.code()):
+        # A busy replay (all Sample slots in use) is backed off from like an outage.
+        if isinstance(err, grpc.RpcError) and not retry.worth_retrying(err):
             raise LearnerFailure(
                 f"the replay at {self.cfg.replay_address} refuses to sample batches of "
                 f"{self.cfg.batch_size} ({describe(err)})"
@@ -307,4 +309,6 @@ class TrainingLoop:
             update_s=self.times.update_s,
             loop_s=self.times.loop_s,
             device=str(lr.agent.device),
+            publishes_refused=self.publisher.refused,
+            publish_error=self.publisher.refusal,
         )

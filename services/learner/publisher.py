@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 import grpc
 
+from actorq import retry
 from actorq.clients import QuantizerClient
-from actorq.retry import describe, is_transient
+from actorq.retry import describe
 from actorq.v1 import common_pb2
 from actorq.workers import BackgroundSender
 from services.learner.learner import Snapshot
@@ -24,11 +25,18 @@ from services.learner.learner import Snapshot
 log = logging.getLogger(__name__)
 
 
-def worth_retrying(code: grpc.StatusCode | None) -> bool:
-    """Whether a publish that failed with this code should be tried again."""
+def worth_retrying(err: grpc.RpcError) -> bool:
+    """Whether a publish that failed so should be tried again."""
     # FAILED_PRECONDITION: the quantizer already serves that version; publish()
-    # moved past it, so the next try publishes a version it takes.
-    return is_transient(code) or code == grpc.StatusCode.FAILED_PRECONDITION
+    # moved past it, so the next try publishes a version it takes. A busy
+    # quantizer (all publish slots in use) takes it later.
+    return retry.worth_retrying(err) or err.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def refused(err: grpc.RpcError) -> bool:
+    """Whether the quantizer answered the publish with a refusal (not an outage or a
+    busy moment): a stale or out-of-range version, weights or models it will not serve."""
+    return not retry.worth_retrying(err)
 
 
 class Publisher(BackgroundSender[Snapshot]):
@@ -47,6 +55,9 @@ class Publisher(BackgroundSender[Snapshot]):
         self._precisions = list(precisions)
         self.version = version  # the last version the quantizer accepted
         self.last_publish_ms = 0.0
+        # Publishes the quantizer refused, and the latest refusal ('' after a success).
+        self.refused = 0
+        self.refusal = ""
         self._pending: Snapshot | None = None
 
     def submit(self, snapshot: Snapshot) -> None:
@@ -75,11 +86,15 @@ class Publisher(BackgroundSender[Snapshot]):
                 precisions=self._precisions,
             )
         except grpc.RpcError as err:
+            if refused(err):
+                self.refused += 1
+                self.refusal = f"the quantizer refused v{version}: {describe(err)}"
             if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 served = max((a.version for a in self._client.list_models().artifacts), default=0)
                 self.version = max(self.version, int(served))
             raise
         self.version = version
+        self.refusal = ""
         self.last_publish_ms = 1000 * (time.perf_counter() - started)
 
     # -- BackgroundSender hooks ----------------------------------------------------
@@ -100,12 +115,12 @@ class Publisher(BackgroundSender[Snapshot]):
             self._pending = snap
 
     def _failed(self, snap: Snapshot, err: grpc.RpcError) -> bool:
-        retry = worth_retrying(err.code())
+        again = worth_retrying(err)
         self.outage.failed(
             f"learner step {snap.learner_step}, {describe(err)}",
-            "retrying with the newest weights" if retry else "skipping these weights",
+            "retrying with the newest weights" if again else "skipping these weights",
         )
-        if retry:
+        if again:
             with self._cond:
                 self._requeue(snap)
-        return retry
+        return again

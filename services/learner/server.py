@@ -16,6 +16,7 @@ import torch
 from grpc_health.v1 import health
 
 from actorq import logs, metrics
+from actorq.auth import LEARNER
 from actorq.clients import QuantizerClient, ReplayClient
 from actorq.config import ConfigError, from_argv
 from actorq.rpc import channel, run_until_signalled, service_server
@@ -74,7 +75,7 @@ def build_server(
     torch.set_num_threads(cfg.torch_threads)
     spaces = ALGORITHMS[cfg.algo].read_spaces(cfg.env)
     learner = Learner(cfg, spaces.obs_dim, spaces.num_actions, spaces.action_bounds)
-    channels = [channel(cfg.replay_address), channel(cfg.quantizer_address)]
+    channels = [channel(cfg.replay_address, LEARNER), channel(cfg.quantizer_address, LEARNER)]
     loop = TrainingLoop(
         cfg,
         learner,

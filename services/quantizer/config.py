@@ -89,9 +89,29 @@ class QuantizerConfig:
         600.0, "longest GetModel long-poll a client may ask for (wait_s above it is refused)"
     )
     max_workers: int = opt(
-        64,
-        "gRPC handler threads; every waiting GetModel long-poll holds one, so keep it "
-        "above (actors x precisions polled) plus a few for publishes",
+        16,
+        "gRPC handler threads for short calls (health, ListModels); long polls and "
+        "publishes have budgets of their own (max_model_polls, max_publishes) on top, so "
+        "they can never take these",
+    )
+    max_model_polls: int = opt(
+        1024,
+        "GetModel calls served at once (each waiting long poll holds a thread: one per "
+        "actor and precision polled); more are refused with RESOURCE_EXHAUSTED, which "
+        "actors back off from and retry",
+    )
+    max_publishes: int = opt(
+        2,
+        "PublishWeights streams served at once (builds run one at a time anyway); more are "
+        "refused with RESOURCE_EXHAUSTED, which the learner backs off from and retries",
+    )
+    max_version_step: int = opt(
+        1000,
+        "how far one publish may move policy_version past the served one (the learner "
+        "moves it by 1; after a restart from an older checkpoint it skips to the served "
+        "one first). A jump further is refused, so no caller can push the version out of "
+        "the learner's reach; the first publish a fresh quantizer sees is not limited "
+        "(it may continue a run whose versions are already high)",
     )
     workdir: str = opt(
         "",
@@ -132,10 +152,9 @@ class QuantizerConfig:
             )
         if not (math.isfinite(self.max_wait_s) and self.max_wait_s >= 0):
             raise ConfigError(f"max_wait_s must be a finite number >= 0, got {self.max_wait_s}")
-        if self.max_workers < 2:
-            raise ConfigError(
-                f"max_workers must be at least 2 (a publish and a long-poll), got {self.max_workers}"
-            )
+        for name in ("max_workers", "max_model_polls", "max_publishes", "max_version_step"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.workdir and not os.path.isdir(self.workdir):
             raise ConfigError(f"workdir {self.workdir!r} is not an existing directory")
         if not 0 <= self.port <= 65535:

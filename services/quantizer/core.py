@@ -24,9 +24,11 @@ from services.quantizer.registry import ModelRegistry, StoredArtifact
 from services.quantizer.upload import Upload, UploadAssembler
 from services.quantizer.validate import (
     ACTION_TOLERANCE,
+    ObservationRange,
     ValidationError,
     check_onnx,
     compare,
+    probe_rows,
     run_model,
 )
 
@@ -76,11 +78,12 @@ class Quantizer:
 
     def __init__(self, cfg: QuantizerConfig, registry: ModelRegistry | None = None) -> None:
         self.cfg = cfg
-        self.registry = registry or ModelRegistry(cfg.precisions)
+        self.registry = registry or ModelRegistry(cfg.precisions, cfg.max_version_step)
         # One build at a time: builds are CPU-bound and the learner publishes in order.
         self._build_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._rejected = 0
+        self._seen = ObservationRange()  # what calibration showed so far (probes span it)
 
     @property
     def rejected_uploads(self) -> int:
@@ -113,12 +116,14 @@ class Quantizer:
             calib = choose_calibration(upload, self.cfg.calibration_size)
             output = graph.output_name(spec)
             n = int(calib.obs.shape[0])
+            probes = probe_rows(*self._seen.bounds(calib.obs))
 
             t0 = time.perf_counter()
             fp32_model = graph.build_onnx(spec, upload.weights)
             fp32 = fp32_model.SerializeToString()
             check_onnx(fp32, f"policy_version {version} fp32")
-            reference = run_model(fp32, calib.obs, output, f"policy_version {version} fp32")
+            label = f"policy_version {version} fp32"
+            reference = run_model(fp32, calib.obs, output, label, probes)
             fp32_ms = 1000 * (time.perf_counter() - t0)
 
             built: list[StoredArtifact] = []
@@ -132,8 +137,10 @@ class Quantizer:
                 )
                 built.append(_artifact(upload, "fp32", fp32, report, fp32_ms))
             if "int8" in upload.precisions:
-                built.append(self._build_int8(upload, fp32_model, calib, reference, output))
+                built.append(self._build_int8(upload, fp32_model, calib, reference, output, probes))
             self.registry.commit(version, built)
+            if calib.source == "replay":  # real observations only widen what probes span
+                self._seen.note(calib.obs)
         log.info(
             "serving policy_version %d (learner_step %d): %s",
             version,
@@ -158,6 +165,7 @@ class Quantizer:
         calib: Calibration,
         reference: np.ndarray,
         output: str,
+        probes: np.ndarray,
     ) -> StoredArtifact:
         version = upload.policy_version
         label = f"policy_version {version} int8"
@@ -170,7 +178,7 @@ class Quantizer:
             **self.cfg.int8_options(),
         )
         check_onnx(data, label)
-        values = run_model(data, calib.obs, output, label)
+        values = run_model(data, calib.obs, output, label, probes)
         action_range = graph.action_range(upload.header.network)
         cmp = compare(reference, values, action_range)
         build_ms = 1000 * (time.perf_counter() - t0)

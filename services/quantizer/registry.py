@@ -22,6 +22,14 @@ class StaleVersionError(ValueError):
     """A policy version that is not newer than the one already served."""
 
 
+class VersionJumpError(ValueError):
+    """A policy version too far past the served one (or past MAX_POLICY_VERSION)."""
+
+
+# Versions stay far below int64's end, so version + 1 can never overflow anywhere.
+MAX_POLICY_VERSION = 2**53
+
+
 class RegistryClosedError(RuntimeError):
     """The registry is shutting down; waiting for models has stopped."""
 
@@ -42,19 +50,31 @@ class _Served:
     versions_built: int = 0  # how many versions were committed
     latest: Mapping[str, StoredArtifact] = field(default_factory=dict)
 
-    def check_newer(self, version: int) -> None:
+    def check_newer(self, version: int, max_step: int | None = None) -> None:
         if version <= self.version:
             raise StaleVersionError(
                 f"policy_version {version} is not newer than the served policy_version "
                 f"{self.version}; versions must strictly increase"
+            )
+        if version > MAX_POLICY_VERSION:
+            raise VersionJumpError(
+                f"policy_version {version} is beyond {MAX_POLICY_VERSION}, the largest served"
+            )
+        # A fresh registry takes any first version: it may continue a run already far on.
+        if max_step is not None and self.version and version > self.version + max_step:
+            raise VersionJumpError(
+                f"policy_version {version} jumps {version - self.version} past the served "
+                f"policy_version {self.version}; one publish may move it by at most "
+                f"max_version_step {max_step}"
             )
 
 
 class ModelRegistry:
     """Latest validated artifact per precision, thread-safe."""
 
-    def __init__(self, precisions: Sequence[str]) -> None:
+    def __init__(self, precisions: Sequence[str], max_version_step: int | None = None) -> None:
         self.precisions = tuple(precisions)
+        self.max_version_step = max_version_step
         self._cond = threading.Condition()  # guards commits and closing; wakes waiters
         self._served = _Served()
         self._closed = False
@@ -70,8 +90,9 @@ class ModelRegistry:
         return self._served.versions_built
 
     def check_newer(self, version: int) -> None:
-        """StaleVersionError unless version is newer than the served one."""
-        self._served.check_newer(version)
+        """StaleVersionError unless version is newer than the served one;
+        VersionJumpError if it is more than max_version_step past it."""
+        self._served.check_newer(version, self.max_version_step)
 
     def commit(self, version: int, artifacts: Sequence[StoredArtifact]) -> None:
         """Serve all artifacts of one version at once and wake every waiter.
@@ -89,7 +110,7 @@ class ModelRegistry:
                 raise ValueError(f"precision {artifact.meta.precision!r} is not served here")
         with self._cond:
             served = self._served
-            served.check_newer(version)
+            served.check_newer(version, self.max_version_step)
             latest = {**served.latest, **{a.meta.precision: a for a in artifacts}}
             self._served = _Served(version, served.versions_built + 1, latest)
             self._cond.notify_all()

@@ -26,7 +26,7 @@ from services.quantizer.config import QuantizerConfig
 from services.quantizer.core import Quantizer
 from services.quantizer.graph import SpecError, WeightsError
 from services.quantizer.quantize import QuantizationError
-from services.quantizer.registry import RegistryClosedError, StaleVersionError
+from services.quantizer.registry import RegistryClosedError, StaleVersionError, VersionJumpError
 from services.quantizer.upload import InvalidUploadError, UploadTooLargeError
 from services.quantizer.validate import ValidationError
 
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 _PUBLISH_ERRORS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (UploadTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StaleVersionError, grpc.StatusCode.FAILED_PRECONDITION),
+    (VersionJumpError, grpc.StatusCode.OUT_OF_RANGE),
     (InvalidUploadError, grpc.StatusCode.INVALID_ARGUMENT),
     (SpecError, grpc.StatusCode.INVALID_ARGUMENT),
     (WeightsError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -156,6 +157,7 @@ def build_server(
         cfg.host,
         cfg.port,
         cfg.max_workers,
+        limits={"GetModel": cfg.max_model_polls, "PublishWeights": cfg.max_publishes},
     )
     return server, health_servicer, core, port
 

@@ -29,13 +29,15 @@ class Chunk:
     size: int
 
 
-def validate_chunk(columns: Mapping[str, np.ndarray | None], index: int = 0) -> Chunk:
+def validate_chunk(
+    columns: Mapping[str, np.ndarray | None], index: int = 0, max_abs_reward: float | None = None
+) -> Chunk:
     """Check one chunk; InvalidChunkError naming chunk index, field and problem.
 
     Rules: all five fields present; each has the same leading N >= 1;
     obs/next_obs float32 with equal shapes; reward/discount float32 [N];
     action int64 [N] (discrete) or float32 [N, A] (continuous); float values
-    finite; discount in [0, 1].
+    finite; discount in [0, 1]; |reward| <= max_abs_reward when given.
     """
     where = f"chunk {index}: "
     missing = [name for name in FIELDS if columns.get(name) is None]
@@ -46,7 +48,20 @@ def validate_chunk(columns: Mapping[str, np.ndarray | None], index: int = 0) -> 
     cols = {name: cast(np.ndarray, columns[name]) for name in FIELDS}
     n, continuous = _check_layout(cols, where)
     _check_values(cols, where, continuous)
+    if max_abs_reward is not None:
+        _check_reward(cols["reward"], where, max_abs_reward)
     return Chunk(cols, n)
+
+
+def _check_reward(reward: np.ndarray, where: str, bound: float) -> None:
+    """InvalidChunkError if a reward is beyond +-bound (finite already checked)."""
+    outside = np.abs(reward) > bound
+    if outside.any():
+        row = int(np.argmax(outside))
+        raise InvalidChunkError(
+            f"{where}reward {float(reward[row]):g} (row {row}) is beyond the replay's "
+            f"max_abs_reward {bound:g}; if your env's rewards are that large, raise it"
+        )
 
 
 def _check_layout(cols: Mapping[str, np.ndarray], where: str) -> tuple[int, bool]:
@@ -106,13 +121,19 @@ def _check_values(cols: Mapping[str, np.ndarray], where: str, continuous: bool) 
 
 
 def check_insert(
-    chunks: Sequence[Chunk | Mapping[str, np.ndarray | None]], max_insert_transitions: int
+    chunks: Sequence[Chunk | Mapping[str, np.ndarray | None]],
+    max_insert_transitions: int,
+    max_abs_reward: float | None = None,
 ) -> tuple[list[Chunk], int]:
-    """Validated chunks of one Insert and their transition count.
+    """Validated chunks of one Insert and their transition count (a ``Chunk`` was
+    validated when it was made, with the same bound).
 
     InvalidChunkError (a bad chunk, or none), TooManyTransitionsError.
     """
-    valid = [c if isinstance(c, Chunk) else validate_chunk(c, i) for i, c in enumerate(chunks)]
+    valid = [
+        c if isinstance(c, Chunk) else validate_chunk(c, i, max_abs_reward)
+        for i, c in enumerate(chunks)
+    ]
     if not valid:
         raise InvalidChunkError("the Insert carried no chunks; send at least one")
     total = sum(c.size for c in valid)
@@ -152,16 +173,33 @@ def check_priorities(keys: np.ndarray, priorities: np.ndarray) -> tuple[np.ndarr
     return unique, priorities[::-1][last]
 
 
+# Bytes a sampled row adds besides its transition: its int64 key, float32 weight.
+KEY_WEIGHT_BYTES = 8 + 4
+# The smallest transition any table can hold: obs and next_obs of one float32,
+# a float32 [1] action, reward and discount. A batch that would not fit even so
+# is refused before the table's own layout is known.
+MIN_TRANSITION_BYTES = 4 + 4 + 4 + 4 + 4
+
+
+def batch_row_bytes(signature: Signature | None) -> int:
+    """Bytes one sampled row takes in a batch (a lower bound without a signature)."""
+    per = signature.transition_bytes if signature is not None else MIN_TRANSITION_BYTES
+    return per + KEY_WEIGHT_BYTES
+
+
 def check_batch_bytes(
     batch_size: int, signature: Signature | None, max_batch_bytes: int | None
 ) -> None:
-    """BatchTooLargeError if batch_size transitions would not fit in max_batch_bytes."""
-    if max_batch_bytes is None or signature is None:
+    """BatchTooLargeError if batch_size rows would not fit in max_batch_bytes; without a
+    signature (nothing stored yet) the smallest possible row is assumed, so a batch
+    that could never fit is refused before anything is allocated."""
+    if max_batch_bytes is None:
         return
-    per = signature.transition_bytes
+    per = batch_row_bytes(signature)
     if batch_size * per > max_batch_bytes:
+        what = "bytes per row" if signature is not None else "bytes per row at the least"
         raise BatchTooLargeError(
-            f"batch_size {batch_size} x {per} bytes per transition exceeds the "
+            f"batch_size {batch_size} x {per} {what} (transition, key, weight) exceeds the "
             f"{max_batch_bytes} bytes a batch may take; use batch_size <= "
             f"{max(1, max_batch_bytes // per)}"
         )

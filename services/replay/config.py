@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from actorq.config import ConfigError, opt
 from services.replay.rate_limiter import check_settings
 from services.replay.sampler import SAMPLERS
-from services.replay.store import check_store, redact_url
+from services.replay.store import Signature, check_store, redact_url
 
 DEFAULT_PORT = 50051
 _TABLE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -98,9 +98,51 @@ class ReplayConfig:
         "drawn. 0: draw each batch only when it is sent",
     )
     max_workers: int = opt(
-        64,
-        "gRPC handler threads; every Insert waiting on the rate limiter and every open "
-        "Sample stream holds one, so keep it above actors + samplers + a few",
+        16,
+        "gRPC handler threads for short calls (health, stats, priority updates); Insert "
+        "and Sample streams have budgets of their own (max_insert_streams, "
+        "max_sample_streams) on top, so they can never take these",
+    )
+    max_insert_streams: int = opt(
+        512,
+        "Insert streams served at once (every open stream and every insert held by the "
+        "rate limiter holds a thread); more are refused with RESOURCE_EXHAUSTED, which "
+        "actors back off from and retry. Keep it above the number of actors",
+    )
+    max_sample_streams: int = opt(
+        16,
+        "Sample streams served at once (each holds a thread while open, and up to ~32 MiB "
+        "drawn ahead); more are refused with RESOURCE_EXHAUSTED, which the learner backs "
+        "off from and retries. A learner holds one",
+    )
+    max_insert_bytes: int = opt(
+        64 * 1024 * 1024,
+        "most bytes one Insert stream may carry (it is buffered until committed); a stream "
+        "that goes past it is refused with RESOURCE_EXHAUSTED at the chunk that does, "
+        "before that chunk is kept (the actor then sends fewer chunks per Insert)",
+    )
+    max_buffered_insert_bytes: int = opt(
+        256 * 1024 * 1024,
+        "most bytes all open Insert streams may hold together before they commit; a "
+        "chunk that would go past it fails its stream with RESOURCE_EXHAUSTED marked busy "
+        "(the actor backs off and resends), so memory stays bounded however many stream",
+    )
+    max_abs_reward: float = opt(
+        1e6,
+        "largest |reward| a transition may carry (the n-step return the actor sends); "
+        "a chunk with a bigger one is refused with INVALID_ARGUMENT. It keeps a caller "
+        "from driving the learner's loss to infinity; set it near your env's reward scale",
+    )
+    obs_dim: int = opt(
+        0,
+        "the table's observation size, fixed before any insert (actorq train sets it from "
+        "the env); 0: the first insert fixes it (and every field's shape)",
+    )
+    action_dim: int = opt(
+        -1,
+        "the table's action layout, fixed before any insert with obs_dim: 0 for discrete "
+        "actions (int64 [N]), A > 0 for continuous ones (float32 [N, A]); -1: the first "
+        "insert fixes it",
     )
 
     def __post_init__(self) -> None:
@@ -144,11 +186,44 @@ class ReplayConfig:
             raise ConfigError(
                 f"sample_prefetch must be in 0..64 batches, got {self.sample_prefetch}"
             )
-        if self.max_workers < 4:
+        for name in ("max_workers", "max_insert_streams", "max_sample_streams"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_insert_bytes < 1024:
             raise ConfigError(
-                f"max_workers must be at least 4 (an insert, a sample stream, stats, "
-                f"health), got {self.max_workers}"
+                f"max_insert_bytes must be at least 1024, got {self.max_insert_bytes}"
             )
+        if self.max_buffered_insert_bytes < self.max_insert_bytes:
+            raise ConfigError(
+                f"max_buffered_insert_bytes {self.max_buffered_insert_bytes} is below "
+                f"max_insert_bytes {self.max_insert_bytes}: no Insert of the largest allowed "
+                "size could ever be buffered; raise it"
+            )
+        if not (math.isfinite(self.max_abs_reward) and self.max_abs_reward > 0):
+            raise ConfigError(
+                f"max_abs_reward must be a finite number > 0, got {self.max_abs_reward}"
+            )
+        self._check_signature()
+
+    def _check_signature(self) -> None:
+        """obs_dim and action_dim: both unset, or a layout a chunk could have."""
+        if (self.obs_dim == 0) != (self.action_dim == -1):
+            raise ConfigError(
+                f"obs_dim {self.obs_dim} and action_dim {self.action_dim}: set both (the "
+                "table's layout) or neither (the first insert fixes it)"
+            )
+        if self.obs_dim < 0 or self.action_dim < -1:
+            raise ConfigError(
+                f"obs_dim must be >= 1 and action_dim >= 0 (0: discrete) when set, got "
+                f"{self.obs_dim} and {self.action_dim}"
+            )
+
+    @property
+    def signature(self) -> Signature | None:
+        """The layout obs_dim and action_dim fix, or None (the first insert fixes it)."""
+        if self.obs_dim == 0:
+            return None
+        return Signature.for_spaces(self.obs_dim, self.action_dim)
 
     def _check_ratio(self) -> None:
         """The limiter's settings by Reverb's rules, error_buffer derived if unset."""

@@ -43,11 +43,12 @@ def build_table(cfg: ReplayConfig, max_batch_bytes: int | None = None) -> Table:
     if is_redis_url(cfg.store):
         return build_redis_table(cfg, max_batch_bytes)
     return ReplayTable(
-        MemoryStore(cfg.capacity),
+        MemoryStore(cfg.capacity, cfg.signature),
         make_sampler(cfg),
         make_limiter(cfg),
         max_insert_transitions=cfg.max_insert_transitions,
         max_batch_bytes=max_batch_bytes,
+        max_abs_reward=cfg.max_abs_reward,
     )
 
 

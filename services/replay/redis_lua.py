@@ -25,6 +25,8 @@ Keys (``P`` = ``actorq:{TABLE}:``; the braces keep them in one cluster slot):
   to about ``CHANGES_KEPT`` entries (a replica further behind reloads ``leaves``).
 - ``P actors`` / ``P seen`` hashes: transitions inserted by and last insert
   time of each actor_id.
+- ``P senders`` hash: actor_id -> ``SESSION:SEQUENCE``, the last chunk of that
+  sender committed (``resends``): chunks at or below it are not stored again.
 - ``P lease`` string (prioritized): held for a moment by a sampler that
   fell behind (see SAMPLE_PRIORITIZED); expires by itself.
 
@@ -43,7 +45,7 @@ before drawing again. So a served batch was drawn from exactly the table's
 current priorities, as if the draw had run inside the script, at numpy
 speed instead of Lua's (a descent per sample in Lua cost about 10 us).
 
-Every script gets KEYS = meta, state, rows, leaves, changes, actors, seen, lease and
+Every script gets KEYS = meta, state, rows, leaves, changes, actors, seen, lease, senders and
 ARGV[1..5] = settings text, capacity, min_size_to_sample,
 samples_per_insert, error_buffer, ARGV[6] prioritized (0/1), ARGV[7] a
 fresh epoch (used only if this call creates the table); its own arguments
@@ -68,8 +70,8 @@ SLOT_FORMAT = "<I4"
 ROWS_LAYOUT = "slot-u32le"
 
 PRELUDE = f"""
-local meta, state, rows, leaves, changes, actors, seen, lease =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local meta, state, rows, leaves, changes, actors, seen, lease, senders =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local settings = ARGV[1]
 local cap = tonumber(ARGV[2])
 local min_size = tonumber(ARGV[3])
@@ -86,7 +88,7 @@ local function slot_field(slot) return struct.pack('{SLOT_FORMAT}', slot) end
 local function attach()
   local stored = redis.call('HGET', meta, 'settings')
   if not stored then
-    redis.call('DEL', rows, leaves, changes, actors, seen)
+    redis.call('DEL', rows, leaves, changes, actors, seen, senders)
     redis.call('HSET', meta, 'settings', settings, 'epoch', ARGV[7])
     redis.call('HSET', state, 'end_key', 0, 'size', 0, 'inserts', 0, 'samples', 0,
       'deletes', 0, 'insert_calls', 0, 'sample_batches', 0, 'max_leaf', 1, 'version', 0)
@@ -163,22 +165,39 @@ return {'OK'}
 )
 
 # ARGV[8] signature JSON, [9] row bytes, [10] transitions, [11] packed rows,
-# [12] actor_id, [13] unix time.
-# Reply: {'OK', size, version, end_key, change...} (prioritized: the priority
-# change, as logged; uniform: version 0, no change) | {'WAIT'} (rate limiter)
-# | {'LEASED'} (a sampler's lease: retry in a moment) | {'SIGNATURE', stored}
-# | {'SETTINGS', stored}.
+# [12] actor_id, [13] unix time, [14] the sender's session ('0': not tracked),
+# [15] each chunk's sequence and row count as float64 pairs (``resends``).
+# Reply: {'OK', size, version, end_key, skipped, change...} (skipped: rows of
+# chunks this sender had stored already; prioritized: the priority change, as
+# logged; uniform: version 0, no change) | {'DUPLICATE', size} (every chunk
+# stored already) | {'WAIT'} (rate limiter) | {'LEASED'} (a sampler's lease:
+# retry in a moment) | {'SIGNATURE', stored} | {'SETTINGS', stored}.
 INSERT = (
     PRELUDE
     + """
 local sig = redis.call('HGET', meta, 'signature')
-if not sig then
-  redis.call('HSET', meta, 'signature', ARGV[8], 'row_bytes', ARGV[9])
-elseif sig ~= ARGV[8] then
-  return {'SIGNATURE', sig}
-end
+if sig and sig ~= ARGV[8] then return {'SIGNATURE', sig} end
 local end_key, size, ins, smp, del = counters()
-local n = tonumber(ARGV[10])
+local total = tonumber(ARGV[10])
+-- Rows of the leading chunks this sender committed before (a resend).
+local skipped, session, last = 0, ARGV[14], nil
+if session ~= '0' then
+  local mark = redis.call('HGET', senders, ARGV[12])
+  if mark then
+    local stored_session, stored_last = string.match(mark, '^(%d+):(%d+)$')
+    if stored_session == session then last = tonumber(stored_last) end
+  end
+  if last then
+    local marks = ARGV[15]
+    for i = 0, #marks / 16 - 1 do
+      local seq = struct.unpack('<d', marks, i * 16 + 1)
+      if seq <= last then skipped = skipped + struct.unpack('<d', marks, i * 16 + 9) end
+    end
+  end
+end
+if skipped == total then return {'DUPLICATE', size} end
+if not sig then redis.call('HSET', meta, 'signature', ARGV[8], 'row_bytes', ARGV[9]) end
+local n = total - skipped
 -- Admitted on one insert, as ReplayTable (see its docstring).
 if not can_insert(ins, smp, del, 1) then return {'WAIT'} end
 -- A prioritized sampler holds changes off for the moment it needs to draw.
@@ -187,8 +206,9 @@ local rb = tonumber(redis.call('HGET', meta, 'row_bytes'))
 local blob = ARGV[11]
 local fields = {}
 for i = 0, n - 1 do
+  local row = skipped + i
   fields[#fields + 1] = slot_field((end_key + i) % cap)
-  fields[#fields + 1] = string.sub(blob, i * rb + 1, (i + 1) * rb)
+  fields[#fields + 1] = string.sub(blob, row * rb + 1, (row + 1) * rb)
 end
 spread('HSET', rows, fields)
 local evicted = math.max(0, size + n - cap)
@@ -198,7 +218,12 @@ redis.call('HSET', state, 'end_key', end_key + n, 'size', size, 'inserts', ins +
 redis.call('HINCRBY', state, 'insert_calls', 1)
 redis.call('HINCRBY', actors, ARGV[12], n)
 redis.call('HSET', seen, ARGV[12], ARGV[13])
-if not prioritized then return {'OK', size, 0, end_key + n} end
+if session ~= '0' then
+  local marks = ARGV[15]
+  local seq = struct.unpack('<d', marks, #marks - 15)
+  redis.call('HSET', senders, ARGV[12], session .. ':' .. string.format('%d', seq))
+end
+if not prioritized then return {'OK', size, 0, end_key + n, skipped} end
 -- New items get the largest priority seen so far; their slots run from
 -- end_key % cap, wrapping around once at most (n <= cap).
 local leaf = struct.pack('<d', tonumber(redis.call('HGET', state, 'max_leaf')))
@@ -209,7 +234,7 @@ if head < n then redis.call('SETRANGE', leaves, 0, string.rep(leaf, n - head)) e
 local change = {'kind', 'insert', 'slot', first_slot, 'count', n, 'leaf', leaf,
   'end_key', end_key + n, 'size', size}
 local version = log_change(change)
-return {'OK', size, version, end_key + n, unpack(change)}
+return {'OK', size, version, end_key + n, skipped, unpack(change)}
 """
 )
 

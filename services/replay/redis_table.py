@@ -45,20 +45,22 @@ import numpy as np
 from services.replay import redis_lua
 from services.replay.checks import Chunk, check_chunks_agree, check_priorities
 from services.replay.config import ReplayConfig
-from services.replay.errors import TableMismatchError
+from services.replay.errors import StoreUnavailableError, TableMismatchError
 from services.replay.priority_mirror import PriorityMirror
 from services.replay.rate_limiter import SampleToInsertRatio
 from services.replay.redis_connection import RedisConnection
+from services.replay.resends import SenderMarks
 from services.replay.sampler import priority_leaves, uniform_offsets, uniform_refusal
 from services.replay.store import Signature, SignatureError
-from services.replay.table import Patience, SampledBatch, Table, TableStats
+from services.replay.table import Committed, SampledBatch, Table, TableStats
+from services.replay.waiting import Patience
 
 # How long a commit or priority update held off by a sampler's lease pauses
 # before it tries again (a lease lasts one round trip of the sampler).
 LEASE_PAUSE_S = 0.002
 
 # The table's keys after the prefix, in the order the scripts take them (redis_lua).
-KEY_NAMES = ("meta", "state", "rows", "leaves", "changes", "actors", "seen", "lease")
+KEY_NAMES = ("meta", "state", "rows", "leaves", "changes", "actors", "seen", "lease", "senders")
 
 # What the limiter must allow before a held call tries its script again.
 Ready = Callable[[SampleToInsertRatio], bool]
@@ -112,6 +114,7 @@ class RedisTable(Table):
             max_insert_transitions=cfg.max_insert_transitions,
             capacity=cfg.capacity,
             max_batch_bytes=max_batch_bytes,
+            max_abs_reward=cfg.max_abs_reward,
         )
         self.connection = connection
         self.location = connection.location  # never the password
@@ -119,7 +122,7 @@ class RedisTable(Table):
         self.priority_exponent = cfg.priority_exponent
         self.poll_s = cfg.redis_poll_s
         self._clock = clock
-        # In the order every script takes them (KEYS[1..8]), and by name.
+        # In the order every script takes them (KEYS[1..9]), and by name.
         self._script_keys = [f"{key_prefix(cfg.table)}{name}" for name in KEY_NAMES]
         self._keys = dict(zip(KEY_NAMES, self._script_keys, strict=True))
         self._common: list[Any] = [
@@ -138,7 +141,9 @@ class RedisTable(Table):
         self._rng = np.random.default_rng(cfg.seed)
         # (first key, size) of the live range as the last uniform draw found it.
         self._live_range = (0, 0)
-        self._signature: Signature | None = None
+        # The layout the config fixes (None: the first insert's, as Redis keeps it).
+        self._configured = cfg.signature
+        self._signature: Signature | None = cfg.signature
 
     # -- Redis calls ---------------------------------------------------------------
 
@@ -190,6 +195,15 @@ class RedisTable(Table):
         """
         self._run("ATTACH")
 
+    def store_problem(self) -> str:
+        """'' when Redis answers and holds this table with our settings (creating it if
+        missing), else the reason in one sentence (for health: NOT_SERVING)."""
+        try:
+            self.attach()
+        except (StoreUnavailableError, TableMismatchError) as err:
+            return str(err)
+        return ""
+
     def persistence_warnings(self) -> list[str]:
         """Redis settings that would lose acknowledged transitions (empty if fine or unknown)."""
         return self.connection.persistence_warnings()
@@ -200,23 +214,39 @@ class RedisTable(Table):
 
     # -- inserts -------------------------------------------------------------------
 
-    def _commit(self, chunks: list[Chunk], total: int, actor_id: str, patience: Patience) -> int:
-        """Commit every chunk in one script (which checks the shared limiter), or none."""
+    def _commit(
+        self, chunks: list[Chunk], total: int, marks: SenderMarks, patience: Patience
+    ) -> Committed:
+        """Commit every chunk this sender had not stored in one script (which checks the
+        shared limiter and the sender's mark), or none."""
         try:
             signature = check_chunks_agree(chunks, self._signature)
         except SignatureError:
             self.note_rejected()
             raise
         blob = signature.pack_rows([c.columns for c in chunks])
-        args = (signature.to_json(), signature.transition_bytes, total, blob, actor_id)
+        chunk_marks = np.array(
+            [(seq, c.size) for seq, c in zip(marks.sequences, chunks, strict=True)]
+        )
+        args = (
+            signature.to_json(),
+            signature.transition_bytes,
+            total,
+            blob,
+            marks.actor_id,
+        )
+        sender = (str(marks.session), chunk_marks.astype("<f8").tobytes())
         with self._blocked_time("insert") as started:
             while True:
-                reply = self._run("INSERT", *args, repr(self._clock()))
+                reply = self._run("INSERT", *args, repr(self._clock()), *sender)
+                if reply[0] == b"DUPLICATE":
+                    return Committed(int(reply[1]), 0, total)
                 if reply[0] == b"OK":
                     self._signature = signature
-                    self._follow(int(reply[2]), reply[4:])  # [3]: end_key
+                    self._follow(int(reply[2]), reply[5:])  # [3]: end_key
                     self.wake()  # waiting samples re-read the counters now
-                    return int(reply[1])
+                    skipped = int(reply[4])
+                    return Committed(int(reply[1]), total - skipped, skipped)
                 if reply[0] == b"SIGNATURE":
                     self._refuse_signature(chunks, reply[1])
                 # LEASED: a sampler's moment, over within a round trip; else the limiter's wait.
@@ -225,6 +255,14 @@ class RedisTable(Table):
 
     def _refuse_signature(self, chunks: list[Chunk], stored: bytes) -> NoReturn:
         """Another replica's first insert fixed a signature these chunks differ from."""
+        if self._configured is not None:  # ours is the config's: the stored one is wrong
+            self.note_rejected()
+            raise TableMismatchError(
+                f"the table in Redis at {self.location} holds transitions of layout "
+                f"{Signature.from_json(stored).describe()}, but this replica is configured "
+                f"for {self._configured.describe()} (obs_dim, action_dim): give it another "
+                "--table, or run it for the stored layout"
+            )
         self._signature = Signature.from_json(stored)
         self.note_rejected()
         check_chunks_agree(chunks, self._signature)  # raises SignatureError naming the field
@@ -232,15 +270,20 @@ class RedisTable(Table):
 
     # -- samples -------------------------------------------------------------------
 
+    def _load_signature(self) -> None:
+        """A fresh replica learns the layout the table holds (if any) before any draw."""
+        if self._signature is None:
+            self._signature = self._stored_signature()
+
     def _draw(self, batch_size: int, count: int, patience: Patience) -> list[SampledBatch]:
         """1 to count batches in one script and round trip: the first once the shared
-        limiter allows it, then as many more as it allows."""
+        limiter allows it, then as many more as it allows. batch_size was checked
+        against the message limit (``Table.sample_many``) before this allocates."""
         with self._cond:  # the generator is shared by every Sample stream
             u = self._rng.random((count, batch_size))
         with self._blocked_time("sample") as started:
             while True:
-                if self._signature is None:
-                    self._signature = self._stored_signature()
+                self._load_signature()
                 self._check_batch_bytes(batch_size)  # the first insert may have come meanwhile
                 batches = self._draw_prioritized(u) if self.prioritized else self._draw_uniform(u)
                 if batches is not None:

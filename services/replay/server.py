@@ -13,19 +13,20 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health
 
 from actorq import logs, metrics, tensor
 from actorq.config import from_argv
+from actorq.retry import BUSY_METADATA, DOWN_METADATA_KEY
 from actorq.rpc import (
     MAX_MESSAGE_BYTES,
+    DependencyWatch,
     run_until_signalled,
     service_server,
 )
 from actorq.v1 import replay_pb2, replay_pb2_grpc
 from actorq.workers import Prefetcher
-from services.replay.checks import Chunk, validate_chunk
+from services.replay.checks import batch_row_bytes
 from services.replay.config import ReplayConfig
 from services.replay.errors import (
     BatchTooLargeError,
@@ -39,14 +40,18 @@ from services.replay.errors import (
     WaitTimeoutError,
 )
 from services.replay.factory import build_table
+from services.replay.intake import BufferFullError, InsertBudget, InsertIntake, InsertTooLargeError
 from services.replay.sampler import PrioritiesNotSupportedError
-from services.replay.store import FIELDS, is_redis_url
+from services.replay.store import is_redis_url
 from services.replay.table import SampledBatch, Table
 
 SERVICE_NAME = replay_pb2.DESCRIPTOR.services_by_name["ReplayService"].full_name
 
 # Room left in a sampled batch's message for the protobuf framing around the arrays.
 _BATCH_HEADROOM_BYTES = 64 * 1024
+# Drawn-but-unsent bytes one Sample stream may hold (prefetch_depth): a few batches
+# of the usual size, two of the largest.
+SAMPLE_BUFFER_BYTES = 2 * MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,8 @@ _STORE_ERRORS = (StoreUnavailableError, TableMismatchError)
 # Table exception -> status code, first match wins.
 _ERRORS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (TooManyTransitionsError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (InsertTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (BufferFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (BatchTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (PrioritiesNotSupportedError, grpc.StatusCode.FAILED_PRECONDITION),
     (WaitTimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
@@ -68,20 +75,6 @@ _ERRORS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
 
 def _code(err: Exception) -> grpc.StatusCode:
     return next(code for exc, code in _ERRORS if isinstance(err, exc))
-
-
-def decode_chunk(msg: replay_pb2.TransitionChunk, index: int) -> Chunk:
-    """Decode and validate one TransitionChunk; InvalidChunkError names the tensor."""
-    columns: dict[str, np.ndarray | None] = {}
-    for name in FIELDS:
-        if not msg.HasField(name):
-            columns[name] = None
-            continue
-        try:
-            columns[name] = tensor.from_proto(getattr(msg, name))
-        except tensor.TensorError as err:
-            raise InvalidChunkError(f"chunk {index}: {name}: {err}") from err
-    return validate_chunk(columns, index)
 
 
 def encode_batch(batch: SampledBatch) -> replay_pb2.SampleBatch:
@@ -103,47 +96,74 @@ def encode_batch(batch: SampledBatch) -> replay_pb2.SampleBatch:
 class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
     """Insert / Sample / UpdatePriorities / GetStats over a ``Table`` (memory or Redis)."""
 
-    def __init__(self, table: Table, sample_prefetch: int = 0) -> None:
+    def __init__(
+        self,
+        table: Table,
+        sample_prefetch: int = 0,
+        max_insert_bytes: int = 64 * 1024 * 1024,
+        max_buffered_insert_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
         self._table = table
         self._sample_prefetch = sample_prefetch
+        self._max_insert_bytes = max_insert_bytes
+        self._budget = InsertBudget(max_buffered_insert_bytes)
 
     def _abort(self, context: grpc.ServicerContext, rpc: str, err: Exception) -> None:
         code = _code(err)
         # A Redis outage fails every call; the table logs it once per outage instead.
         if not isinstance(err, StoreUnavailableError):
             log.warning("refused %s (%s): %s", rpc, code.name, err)
+        else:  # say what is down, for callers that show it (the launcher's progress line)
+            where = getattr(self._table, "location", "the store")
+            context.set_trailing_metadata(((DOWN_METADATA_KEY, f"Redis at {where}"),))
         context.abort(code, str(err))
 
     def Insert(
         self, request_iterator: Iterator[replay_pb2.TransitionChunk], context: grpc.ServicerContext
     ) -> replay_pb2.InsertResponse:
-        """Collect the stream's chunks, then commit them all at once (or none)."""
+        """Collect the stream's chunks up to its commit marker, then commit those its
+        sender had not stored before, all at once (or none)."""
         table = self._table
-        chunks: list[Chunk] = []
-        transitions = 0
-        actor_id = ""
+        intake = InsertIntake(
+            self._budget, self._max_insert_bytes, table.max_insert_transitions, table.max_abs_reward
+        )
         try:
-            for index, msg in enumerate(request_iterator):
-                chunk = decode_chunk(msg, index)
-                transitions += chunk.size
-                # Refuse as soon as the stream is too big rather than buffering all of it.
-                if transitions > table.max_insert_transitions:
-                    raise TooManyTransitionsError(
-                        f"the Insert stream carries more than max_insert_transitions "
-                        f"{table.max_insert_transitions} transitions (at least {transitions} "
-                        f"by chunk {index}); split it into several Insert calls"
-                    )
-                chunks.append(chunk)
-                actor_id = actor_id or msg.actor_id
+            return self._insert(intake, request_iterator, context)
+        finally:
+            intake.release()
+
+    def _insert(
+        self,
+        intake: InsertIntake,
+        request_iterator: Iterator[replay_pb2.TransitionChunk],
+        context: grpc.ServicerContext,
+    ) -> replay_pb2.InsertResponse:
+        table = self._table
+        try:
+            for msg in request_iterator:
+                intake.add(msg)  # refuses before keeping a chunk that breaks a bound
+            if not intake.complete:
+                if not context.is_active():
+                    return replay_pb2.InsertResponse()  # cut short: nobody to answer
+                raise InvalidChunkError(
+                    "the Insert stream ended without its commit marker (a TransitionChunk "
+                    "with only commit set, after the last chunk); nothing was stored"
+                )
+            marks = intake.marks()
+        except BufferFullError as err:
+            context.set_trailing_metadata((BUSY_METADATA,))
+            self._abort(context, "Insert", err)
         except ValueError as err:
             table.note_rejected()
             self._abort(context, "Insert", err)
+        if not context.is_active():  # cut or cancelled after the marker: store nothing
+            return replay_pb2.InsertResponse()
         # A blocked insert wakes as soon as its caller goes away.
         context.add_callback(table.wake)
         try:
-            size = table.insert(
-                chunks,
-                actor_id,
+            done = table.insert_stream(
+                intake.chunks,
+                marks,
                 should_continue=context.is_active,
                 timeout=context.time_remaining(),
             )
@@ -151,7 +171,12 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
             return replay_pb2.InsertResponse()  # nobody is listening any more
         except (ValueError, WaitTimeoutError, TableClosedError, *_STORE_ERRORS) as err:
             self._abort(context, "Insert", err)
-        return replay_pb2.InsertResponse(chunks=len(chunks), transitions=transitions, size=size)
+        return replay_pb2.InsertResponse(
+            chunks=len(intake.chunks),
+            transitions=intake.transitions,
+            size=done.size,
+            duplicates=done.duplicates,
+        )
 
     def Sample(
         self, request: replay_pb2.SampleRequest, context: grpc.ServicerContext
@@ -167,10 +192,9 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         context.add_callback(table.wake)
         prefetcher: Prefetcher[replay_pb2.SampleBatch] | None = None
         batches: Iterable[replay_pb2.SampleBatch]
-        if self._sample_prefetch:
-            batches = prefetcher = prefetched_batches(
-                table, request, context.is_active, self._sample_prefetch
-            )
+        depth = prefetch_depth(table, request.batch_size, self._sample_prefetch)
+        if depth:
+            batches = prefetcher = prefetched_batches(table, request, context.is_active, depth)
         else:
             batches = _drawn_batches(table, request, context.is_active)
         try:
@@ -230,6 +254,22 @@ def _drawn_batches(
         sent += len(batches)
 
 
+def prefetch_depth(table: Table, batch_size: int, prefetch: int) -> int:
+    """How many batches a Sample stream draws ahead: ``prefetch``, fewer when its
+    batches are big, so one stream holds at most about SAMPLE_BUFFER_BYTES drawn
+    but not yet sent (a batch the table's layout is not known for yet counts as
+    the largest a message allows). 0: prefetching off."""
+    if prefetch == 0:
+        return 0
+    signature = table.signature
+    per_batch = (
+        max(1, batch_size) * batch_row_bytes(signature)
+        if signature is not None
+        else (table.max_batch_bytes or MAX_MESSAGE_BYTES)
+    )
+    return max(1, min(prefetch, SAMPLE_BUFFER_BYTES // per_batch))
+
+
 def prefetched_batches(
     table: Table,
     request: replay_pb2.SampleRequest,
@@ -266,13 +306,17 @@ def build_server(
 ) -> tuple[grpc.Server, health.HealthServicer, Table, int]:
     """A bound (not yet started) replay server: (server, health, table, port)."""
     table = build_table(cfg, max_batch_bytes=MAX_MESSAGE_BYTES - _BATCH_HEADROOM_BYTES)
+    servicer = ReplayServicer(
+        table, cfg.sample_prefetch, cfg.max_insert_bytes, cfg.max_buffered_insert_bytes
+    )
     server, health_servicer, port = service_server(
         replay_pb2_grpc.add_ReplayServiceServicer_to_server,
-        ReplayServicer(table, cfg.sample_prefetch),
+        servicer,
         SERVICE_NAME,
         cfg.host,
         cfg.port,
         cfg.max_workers,
+        limits={"Insert": cfg.max_insert_streams, "Sample": cfg.max_sample_streams},
     )
     return server, health_servicer, table, port
 
@@ -282,8 +326,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg = from_argv(ReplayConfig, argv, prog="actorq serve replay", section="replay")
     logger = logs.setup("replay")
     server, health_servicer, table, port = build_server(cfg)
+    watch: DependencyWatch | None = None
     if is_redis_url(cfg.store):
         _attach(table, logger)
+        # NOT_SERVING while Redis cannot be reached: probes take the replica out.
+        watch = DependencyWatch(health_servicer, SERVICE_NAME, _store_check(table))
+        watch.start()
     ratio = (
         f"samples_per_insert {cfg.samples_per_insert:g}, "
         f"error_buffer {cfg.effective_error_buffer:g}"
@@ -304,15 +352,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         "replay",
         lambda: metrics.replay_samples(replay_pb2.ReplayStats(**dataclasses.asdict(table.stats()))),
     )
-    run_until_signalled(server, health_servicer, on_stop=table.close)
+
+    def on_stop() -> None:
+        if watch is not None:
+            watch.stop()
+        table.close()
+
+    run_until_signalled(server, health_servicer, on_stop=on_stop)
+
+
+def _store_check(table: Table) -> Callable[[], str]:
+    """What the health watch asks: '' while the Redis table answers, else why not."""
+    from services.replay.redis_table import RedisTable  # a Redis store: redis-py is there
+
+    assert isinstance(table, RedisTable)
+    return table.store_problem
 
 
 def _attach(table: Table, logger: logging.Logger) -> None:
     """Check the shared table at start: other settings stop us; Redis down does not.
 
-    A replica is stateless, so it may start before Redis: it serves, calls
-    fail with UNAVAILABLE until Redis answers, and the first that reaches it
-    creates or checks the table.
+    A replica is stateless, so it may start before Redis: it reports
+    NOT_SERVING, calls fail with UNAVAILABLE until Redis answers, and the first
+    that reaches it (or the health watch) creates or checks the table.
     """
     from services.replay.redis_table import RedisTable  # a Redis store: redis-py is there
 
@@ -323,7 +385,7 @@ def _attach(table: Table, logger: logging.Logger) -> None:
         raise SystemExit(f"actorq serve replay: {err}") from None
     except StoreUnavailableError:  # the table logged it
         logger.warning(
-            "serving anyway: the first call that reaches Redis creates or checks the table"
+            "health reports NOT_SERVING until Redis answers; then the table is created or checked"
         )
         return
     for warning in table.persistence_warnings():

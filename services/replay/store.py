@@ -51,6 +51,22 @@ class Signature:
             tuple((name, columns[name].dtype, tuple(columns[name].shape[1:])) for name in FIELDS)
         )
 
+    @classmethod
+    def for_spaces(cls, obs_dim: int, action_dim: int) -> Signature:
+        """The layout actors send for flat observations of obs_dim and discrete actions
+        (action_dim 0: int64 []) or continuous ones (float32 [action_dim])."""
+        f32 = np.dtype(np.float32)
+        action = (np.dtype(np.int64), ()) if action_dim == 0 else (f32, (action_dim,))
+        return cls(
+            (
+                ("obs", f32, (obs_dim,)),
+                ("action", *action),
+                ("reward", f32, ()),
+                ("discount", f32, ()),
+                ("next_obs", f32, (obs_dim,)),
+            )
+        )
+
     @functools.cached_property
     def widths(self) -> tuple[int, ...]:
         """Bytes of one transition's value of each field (computed once: hot path)."""
@@ -154,20 +170,21 @@ class Store(Protocol):
 class MemoryStore:
     """Preallocated columnar numpy ring buffer, one array per field.
 
-    Arrays are allocated on the first insert, when the signature is known;
-    a chunk is written with at most two slice assignments per field (two when
-    it wraps around the end), so no per-transition Python runs.
+    Arrays are allocated on the first insert, when the signature is known
+    (given, or the first insert's); a chunk is written with at most two slice
+    assignments per field (two when it wraps around the end), so no
+    per-transition Python runs.
     """
 
     name = "memory"
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, signature: Signature | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = int(capacity)
         self._size = 0
         self._end_key = 0
-        self._signature: Signature | None = None
+        self._signature: Signature | None = signature
         self._arrays: dict[str, np.ndarray] = {}
 
     @property
@@ -201,7 +218,7 @@ class MemoryStore:
         signature = self._signature or Signature.of(chunks[0])
         for i, chunk in enumerate(chunks):
             signature.check(chunk, f"chunk {i}: ")
-        if self._signature is None:
+        if not self._arrays:
             self._allocate(signature)
         first_key = self._end_key
         for chunk in chunks:

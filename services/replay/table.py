@@ -40,8 +40,10 @@ from services.replay.errors import (
     WaitTimeoutError,
 )
 from services.replay.rate_limiter import SampleToInsertRatio
+from services.replay.resends import SenderLog, SenderMarks
 from services.replay.sampler import Sampler
 from services.replay.store import Signature, SignatureError, Store
+from services.replay.waiting import BlockedTime, Patience
 
 # Insert's chunks: validated already, or columns still to check.
 Chunks = Sequence[Chunk | Mapping[str, np.ndarray | None]]
@@ -54,6 +56,16 @@ class SampledBatch:
     columns: dict[str, np.ndarray]
     keys: np.ndarray
     weights: np.ndarray
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What one Insert did: the size after it, transitions stored now, and those an
+    earlier stream of the same sender had stored already (skipped, see ``resends``)."""
+
+    size: int
+    stored: int
+    duplicates: int = 0
 
 
 @dataclass
@@ -79,49 +91,6 @@ class TableStats:
     rejected_calls: int = 0
 
 
-class BlockedTime:
-    """Seconds inserts and samples spent waiting on the rate limiter, counting the
-    waits still in progress. Not locked: its table calls it under the table's lock."""
-
-    def __init__(self) -> None:
-        self._done = {"insert": 0.0, "sample": 0.0}
-        self._pending: dict[int, tuple[str, float]] = {}
-        self._next_id = 0
-
-    def begin(self, kind: str) -> tuple[int, float]:
-        """Start a wait of kind ``insert`` or ``sample``: (its id, its start)."""
-        wait_id, started = self._next_id, time.monotonic()
-        self._next_id += 1
-        self._pending[wait_id] = (kind, started)
-        return wait_id, started
-
-    def end(self, wait_id: int) -> None:
-        kind, started = self._pending.pop(wait_id)
-        self._done[kind] += time.monotonic() - started
-
-    def totals(self) -> dict[str, float]:
-        """Blocked seconds by kind, waits in progress up to now included."""
-        out = dict(self._done)
-        now = time.monotonic()
-        for kind, started in self._pending.values():
-            out[kind] += now - started
-        return out
-
-
-@dataclass(frozen=True)
-class Patience:
-    """How long a caller waits on the rate limiter: while ``should_continue()``
-    holds (the RPC is alive) and until ``deadline`` (monotonic; None: no limit)."""
-
-    should_continue: Callable[[], bool] | None = None
-    deadline: float | None = None
-
-    @classmethod
-    def of(cls, should_continue: Callable[[], bool] | None, timeout: float | None) -> Patience:
-        """For a caller that gives up when should_continue() turns false or after timeout s."""
-        return cls(should_continue, None if timeout is None else time.monotonic() + timeout)
-
-
 class Table(ABC):
     """What the servicer needs from a table, and what every table does alike.
 
@@ -138,6 +107,7 @@ class Table(ABC):
         max_insert_transitions: int,
         capacity: int,
         max_batch_bytes: int | None,
+        max_abs_reward: float | None = None,
     ) -> None:
         if max_insert_transitions < 1:
             raise ValueError(f"max_insert_transitions must be >= 1, got {max_insert_transitions}")
@@ -146,6 +116,7 @@ class Table(ABC):
         self.max_insert_transitions = min(max_insert_transitions, capacity)
         self.capacity = capacity
         self.max_batch_bytes = max_batch_bytes
+        self.max_abs_reward = max_abs_reward
         # Re-entrant (Condition's default lock), so counting a refusal under it is fine.
         self._cond = threading.Condition()
         self._closed = False
@@ -162,22 +133,39 @@ class Table(ABC):
         should_continue: Callable[[], bool] | None = None,
         timeout: float | None = None,
     ) -> int:
-        """Commit every chunk of one Insert stream, or none; returns the size after.
+        """Commit every chunk of one Insert stream, or none; returns the size after
+        (``insert_stream`` for chunks that carry resend marks)."""
+        marks = SenderMarks(actor_id, 0, (0,) * len(chunks))
+        return self.insert_stream(
+            chunks, marks, should_continue=should_continue, timeout=timeout
+        ).size
+
+    def insert_stream(
+        self,
+        chunks: Chunks,
+        marks: SenderMarks,
+        *,
+        should_continue: Callable[[], bool] | None = None,
+        timeout: float | None = None,
+    ) -> Committed:
+        """Commit the chunks of one Insert stream not stored before (``resends``): all
+        of them, or none.
 
         Validates all chunks first (InvalidChunkError, SignatureError,
         TooManyTransitionsError: nothing stored), then waits until the rate
-        limiter admits an insert. Gives up with WaitAbandonedError when
+        limiter admits an insert (a stream whose chunks were all stored before is
+        acknowledged at once). Gives up with WaitAbandonedError when
         should_continue() turns false, WaitTimeoutError after timeout seconds,
         TableClosedError on shutdown; nothing is stored in those cases either.
         StoreUnavailableError when the store cannot be reached (nothing
         acknowledged).
         """
         try:
-            valid, total = check_insert(chunks, self.max_insert_transitions)
+            valid, total = check_insert(chunks, self.max_insert_transitions, self.max_abs_reward)
         except ValueError:
             self.note_rejected()
             raise
-        return self._commit(valid, total, actor_id, Patience.of(should_continue, timeout))
+        return self._commit(valid, total, marks, Patience.of(should_continue, timeout))
 
     def sample(
         self,
@@ -209,11 +197,13 @@ class Table(ABC):
         ``sample``."""
         if count < 1:
             raise ValueError(f"count must be at least 1 batch, got {count}")
-        try:  # refused before any waiting: no wait could make it possible
+        try:  # refused before any waiting or allocating: neither could make it possible
             self.limiter.check_batch(batch_size)
+            check_batch_bytes(batch_size, None, self.max_batch_bytes)  # the smallest rows
         except ValueError:
             self.note_rejected()
             raise
+        self._load_signature()
         self._check_batch_bytes(batch_size)
         return self._draw(batch_size, count, Patience.of(should_continue, timeout))
 
@@ -266,9 +256,16 @@ class Table(ABC):
         """The field layout fixed by the first insert (None before it)."""
 
     @abstractmethod
-    def _commit(self, chunks: list[Chunk], total: int, actor_id: str, patience: Patience) -> int:
-        """Store validated chunks of total transitions once the limiter admits an
-        insert; the size after."""
+    def _commit(
+        self, chunks: list[Chunk], total: int, marks: SenderMarks, patience: Patience
+    ) -> Committed:
+        """Store the validated chunks (total transitions) not stored before, once the
+        limiter admits an insert."""
+
+    def _load_signature(self) -> None:
+        """Make ``signature`` what the store holds (the Redis table reads it from Redis
+        on a fresh replica), so a batch is checked against it before any draw."""
+        return None  # the memory table's store always knows its own
 
     @abstractmethod
     def _draw(self, batch_size: int, count: int, patience: Patience) -> list[SampledBatch]:
@@ -367,6 +364,7 @@ class ReplayTable(Table):
         *,
         max_insert_transitions: int,
         max_batch_bytes: int | None = None,
+        max_abs_reward: float | None = None,
         wait_slice_s: float = 0.1,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -375,12 +373,14 @@ class ReplayTable(Table):
             max_insert_transitions=max_insert_transitions,
             capacity=store.capacity,
             max_batch_bytes=max_batch_bytes,
+            max_abs_reward=max_abs_reward,
         )
         self.store = store
         self.sampler = sampler
         self._wait_slice_s = wait_slice_s
         self._clock = clock
         self._stats = TableStats(store=store.name)  # the counters a commit or draw moves
+        self._senders = SenderLog()
 
     @property
     def signature(self) -> Signature | None:
@@ -392,31 +392,47 @@ class ReplayTable(Table):
         with self._cond:
             return self.store.size
 
-    def _commit(self, chunks: list[Chunk], total: int, actor_id: str, patience: Patience) -> int:
+    def _commit(
+        self, chunks: list[Chunk], total: int, marks: SenderMarks, patience: Patience
+    ) -> Committed:
         with self._cond:
             try:
                 check_chunks_agree(chunks, self.store.signature)  # fail fast, before waiting
+                if self._senders.first_new(marks) == len(chunks):  # a resend, all stored
+                    return Committed(self.store.size, 0, total)
                 self._wait(lambda: self.limiter.can_insert(1), "insert", patience)
                 # The signature may have been fixed by another insert while this one waited.
                 check_chunks_agree(chunks, self.store.signature)
             except SignatureError:
                 self.note_rejected()
                 raise
-            oldest = self.store.end_key - self.store.size
-            first_key, evicted = self.store.add([c.columns for c in chunks])
-            self.limiter.insert(total)
-            if evicted:
-                self.limiter.delete(evicted)
-                self.sampler.on_evict(oldest, evicted)
-            self.sampler.on_insert(first_key, total)
-            stats = self._stats
-            stats.inserted += total
-            stats.evicted += evicted
-            stats.insert_calls += 1
-            stats.inserted_by_actor[actor_id] = stats.inserted_by_actor.get(actor_id, 0) + total
-            stats.actor_last_seen_unix[actor_id] = self._clock()
+            skip = self._senders.first_new(marks)  # again: the sender may have resent meanwhile
+            fresh = chunks[skip:]
+            duplicates = total - sum(c.size for c in fresh)
+            if not fresh:
+                return Committed(self.store.size, 0, duplicates)
+            stored = total - duplicates
+            self._store(fresh, stored, marks.actor_id)
+            self._senders.record(marks)
             self._cond.notify_all()
-            return self.store.size
+            return Committed(self.store.size, stored, duplicates)
+
+    def _store(self, chunks: list[Chunk], total: int, actor_id: str) -> None:
+        """Under the lock: add chunks (total transitions) to the store, sampler, limiter
+        and counters."""
+        oldest = self.store.end_key - self.store.size
+        first_key, evicted = self.store.add([c.columns for c in chunks])
+        self.limiter.insert(total)
+        if evicted:
+            self.limiter.delete(evicted)
+            self.sampler.on_evict(oldest, evicted)
+        self.sampler.on_insert(first_key, total)
+        stats = self._stats
+        stats.inserted += total
+        stats.evicted += evicted
+        stats.insert_calls += 1
+        stats.inserted_by_actor[actor_id] = stats.inserted_by_actor.get(actor_id, 0) + total
+        stats.actor_last_seen_unix[actor_id] = self._clock()
 
     def _draw(self, batch_size: int, count: int, patience: Patience) -> list[SampledBatch]:
         batches: list[SampledBatch] = []
