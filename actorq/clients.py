@@ -117,16 +117,30 @@ class PrefetchingSampler:
 
     The learner's update step then never waits on the network as long as the
     replay can keep up. Errors from the stream are re-raised on ``next()``.
+
+    Batches are requested ``prefetch`` at a time (one Sample call each), the next
+    call only once the previous one's batches are taken. One endless stream would
+    let HTTP/2 buffer hundreds of drawn batches between replay and learner: the
+    replay's rate limiter counts a batch as sampled when it is drawn, so a slow
+    learner would then train on batches drawn minutes earlier while the limiter
+    let actors insert as if it had trained on them. This way at most about
+    2 x prefetch batches are drawn and not yet trained on.
     """
 
     def __init__(self, client: ReplayClient, batch_size: int, prefetch: int = 4) -> None:
         self._call: SampleStream | None = None
 
-        def open_stream() -> SampleStream:
-            self._call = client.sample_stream(batch_size)
-            return self._call
+        def batches() -> Iterator[SampledBatch]:
+            while True:
+                self._call = client.sample_stream(batch_size, num_batches=prefetch)
+                received = 0
+                for batch in self._call:
+                    received += 1
+                    yield batch
+                if received < prefetch:  # the replay ended the call early
+                    return
 
-        self._prefetcher = Prefetcher(open_stream, prefetch, "replay-prefetch", cancel=self._cancel)
+        self._prefetcher = Prefetcher(batches, prefetch, "replay-prefetch", cancel=self._cancel)
 
     def _cancel(self) -> None:
         if self._call is not None:

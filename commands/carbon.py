@@ -20,6 +20,7 @@ that was not measured.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -69,6 +70,18 @@ def energy_mix() -> dict[str, Any]:
     return dict(DataSource().get_global_energy_mix_data())
 
 
+def missing() -> str | None:
+    """Why energy cannot be tracked on this machine (None: codecarbon is installed).
+
+    Training never needs codecarbon: without it a run's carbon is "unavailable".
+    """
+    try:
+        found = importlib.util.find_spec("codecarbon") is not None
+    except ImportError:  # a broken or blocked installation counts as none
+        found = False
+    return None if found else "codecarbon is not installed"
+
+
 def check_country(code: str) -> str:
     """The upper-cased ISO 3166-1 alpha-3 code; ConfigError when codecarbon has no data for it.
 
@@ -81,6 +94,8 @@ def check_country(code: str) -> str:
             f"--carbon-country {code!r}: give a 3-letter ISO 3166-1 alpha-3 code such as "
             f"{DEFAULT_COUNTRY}, FRA or DEU"
         )
+    if missing() is not None:
+        return iso  # nothing to check the code against; carbon will be unavailable
     mix = energy_mix()
     if iso not in mix or "carbon_intensity" not in mix[iso]:
         raise ConfigError(

@@ -240,7 +240,17 @@ def main(argv: list[str]) -> int:
         "write the report. Also: `actorq bench actor` (inference micro-benchmark).",
     )
     p.add_argument("--scenario", help="shipped scenario name or path to a scenario .yaml")
-    p.add_argument("--seeds", type=int, default=2, help="seeds per precision (0, 1, ...)")
+    p.add_argument(
+        "--suite",
+        help="shipped suite name (e.g. paper) or path to a suite .yaml: several scenarios, "
+        "resumable (rerun the same command to continue an interrupted suite)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="seeds per precision (0, 1, ...; default 2, a suite's own for --suite)",
+    )
     p.add_argument("--first-seed", type=int, default=0, help="first seed")
     p.add_argument(
         "--precisions", default=None, help="comma-separated (default: the scenario's, fp32,int8)"
@@ -256,15 +266,26 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="also run `actorq bench actor` into OUT/bench-actor.json (for the report's table)",
     )
-    p.add_argument("--list", action="store_true", help="list the shipped scenarios and exit")
+    p.add_argument(
+        "--list", action="store_true", help="list the shipped scenarios and suites and exit"
+    )
     p.add_argument("--quiet", action="store_true", help="no per-run progress line")
     args = p.parse_args(argv)
     if args.list:
+        from commands.bench.suite import load_suite, suite_names
+
         for name in scenario_names():
-            print(f"{name:<24} {load_scenario(name).description}")
+            print(f"{name:<32} {load_scenario(name).description}")
+        for name in suite_names():
+            print(f"suite {name:<26} {load_suite(name).description}")
         return 0
+    if args.suite:
+        from commands.bench.suite import main_suite
+
+        return main_suite(args)
     if not args.scenario:
-        p.error(f"--scenario is required; shipped: {', '.join(scenario_names())}")
+        p.error(f"--scenario or --suite is required; shipped: {', '.join(scenario_names())}")
+    args.seeds = 2 if args.seeds is None else args.seeds
     try:
         scenario = load_scenario(args.scenario)
         precisions = (

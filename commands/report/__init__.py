@@ -1,7 +1,9 @@
 """`actorq report RUN_DIR...`: fp32 vs int8 runs -> report.md, report.json and PNG plots.
 
 Each argument is a run directory (with summary.json), a bench directory (with
-bench.json and runs/*/), or any directory holding run directories below it.
+bench.json and runs/*/), or any directory holding run directories below it. A
+suite directory (``actorq bench --suite``, with suite.json) gets the suite
+report instead (``commands.report.suite``).
 Runs are grouped by the precision their actors ran. Writes to ``--out``
 (default: the single directory given, else ./report):
 
@@ -85,8 +87,23 @@ def main(argv: Sequence[str]) -> int:
         default="",
         help=f"micro-benchmark JSON (default: {ACTOR_BENCH_FILE} in a given directory)",
     )
+    p.add_argument(
+        "--name",
+        default="report",
+        help="file name stem of a suite report (NAME.md, NAME-*.png; e.g. paper-suite)",
+    )
     args = p.parse_args(list(argv))
     out = Path(args.out or (args.paths[0] if len(args.paths) == 1 else "report"))
+    if len(args.paths) == 1 and (Path(args.paths[0]) / "suite.json").is_file():
+        from commands.report.suite import build_suite
+
+        try:
+            build_suite(Path(args.paths[0]), out, args.name)
+        except ReportError as err:
+            print(f"actorq report: {err}", file=sys.stderr)
+            return 2
+        print(f"suite report: {out / (args.name + '.md')}")
+        return 0
     bench = None
     if args.actor_bench:
         try:

@@ -63,6 +63,7 @@ class Run(Watch):
         self.processes: list[procs.ServiceProcess] = []
         self.logs_hint = f"; see {out / 'logs'}"
         self.cpus = available_cpus()
+        self.carbon_off = ""  # why energy is not tracked, when it cannot be
         self.cpu = CpuMeter(self.cpus)
 
     def _start(
@@ -126,7 +127,7 @@ class Run(Watch):
         summary.pids = {s.name: s.pid for s in self.processes}
         summary.exit_codes = {s.name: s.proc.returncode for s in self.processes}
         summary.energy_kwh, summary.emissions_kg, summary.carbon = carbon_figures(
-            self.carbon, [s.name for s in self.processes]
+            self.carbon, [s.name for s in self.processes], self.carbon_off
         )
         summary.run_dir = str(self.out)
         summary.write(self.out)
@@ -134,11 +135,12 @@ class Run(Watch):
 
 
 def carbon_figures(
-    settings: carbon.CarbonSettings | None, labels: list[str]
+    settings: carbon.CarbonSettings | None, labels: list[str], off: str = ""
 ) -> tuple[float | None, float | None, CarbonSummary]:
-    """Energy, CO2 (None, never 0, when not measured) and the carbon record of a run."""
+    """Energy, CO2 (None, never 0, when not measured) and the carbon record of a run;
+    ``off`` says why tracking is off when it is (default: --no-carbon)."""
     if settings is None:
-        agg = carbon.unavailable("carbon tracking was turned off (--no-carbon)")
+        agg = carbon.unavailable(off or "carbon tracking was turned off (--no-carbon)")
     elif not labels:
         agg = carbon.unavailable("no service was started")
     else:
@@ -174,12 +176,16 @@ def prepare(args: TrainArgs) -> tuple[RunConfig, Path]:
 def run(args: TrainArgs) -> RunSummary:
     """Run one training; returns the summary (also written to DIR/summary.json)."""
     plan, out = prepare(args)
+    off = carbon.missing() if args.carbon_tracking else None
     settings = (
         carbon.CarbonSettings(str(out / "carbon"), args.carbon_country)
-        if args.carbon_tracking
+        if args.carbon_tracking and off is None
         else None
     )
     session = Run(plan, out, settings)
+    if off is not None:
+        session.carbon_off = f"{off}: energy and CO2 were not tracked"
+        print(f"actorq train: {session.carbon_off}", file=sys.stderr)
     print(
         f"actorq train: {args.env} {args.algo} {args.precision}, {args.actors} actor(s), "
         f"seed {args.seed}; {budget_line(args)}; run dir {out}\n{core_budget(plan)}",
