@@ -2,16 +2,17 @@
 
 Builds the images, starts the stack with 2 actors, then, while the run trains:
 
-  scales actors 2 -> 4, `docker kill`s one actor, scales 4 -> 1,
   `docker kill`s the replay (and starts it again), crashes the replay's process
-  (its restart policy brings it back), `docker kill`s the learner after its first
-  checkpoint (and starts it again),
+  (its restart policy brings it back), scales actors 2 -> 4, `docker kill`s one
+  actor, scales 4 -> 1, `docker kill`s the learner after its first checkpoint
+  (and starts it again),
 
 waits for the coordinator, runs `up --exit-code-from coordinator` once more on the
 trained stack, and checks:
 
 - the run reaches its target (summary.json, report.md in the runs volume);
-- the learner's active-actor count follows the scaling (2, 4, 3, 1);
+- the learner's active-actor count follows the scaling (2, 4, 3, 1), and is right
+  again after the learner restarts;
 - the learner resumed from its checkpoint;
 - no acknowledged transition is lost: per actor, what its processes counted as
   acknowledged (ActorService.GetStatus transitions_sent; the count it logs when it
@@ -43,6 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +297,8 @@ class Check:
         self.rows: list[Row] = []
         self.poller = Poller(stack, work, self.t0)
         self.kills: list[str] = []
+        # (unix time, what): the disruptions, to place them before or after the target.
+        self.events: list[tuple[float, str]] = []
         self.info: dict[str, Any] = {}
 
     # -- helpers
@@ -371,8 +375,8 @@ class Check:
         """Every running container's processes (as the host sees them) and its USER."""
         found = []
         for c in self.stack.inspect(self.stack.ids(all=False)):
-            top = run(["docker", "top", c["Id"], "-eo", "uid,comm"]).stdout.splitlines()[1:]
-            uids = {int(line.split()[0]) for line in top if line.strip()}
+            top = run(["docker", "top", c["Id"], "-eo", "pid,uid,comm"]).stdout.splitlines()[1:]
+            uids = {int(line.split()[1]) for line in top if line.strip()}
             user = c["Config"].get("User") or "root"
             found.append((c["Name"].lstrip("/"), user, sorted(uids)))
         root = [
@@ -391,6 +395,7 @@ class Check:
 
     def scale(self, n: int) -> None:
         self.log(f"scale actors to {n}")
+        self.events.append((time.time(), f"scale to {n}"))
         self.stack.compose(
             "up", "-d", "--no-deps", "--no-recreate", "--scale", f"actor={n}", "actor"
         )
@@ -406,6 +411,9 @@ class Check:
                     self.poller.generations[key].killed = True
         run(["docker", "kill", container["Id"]])
         self.kills.append(name)
+        self.events.append(
+            (time.time(), f"kill {container['Config']['Labels']['com.docker.compose.service']}")
+        )
         self.log(f"docker kill {name}")
         return name
 
@@ -455,6 +463,7 @@ class Check:
         restarts = replay["RestartCount"]
         run(["docker", "exec", replay["Id"], "python", "-c", CRASH])
         self.log("crashed the replay's process (SIGKILL under init)")
+        self.events.append((time.time(), "crash replay"))
         took = self.wait(
             lambda: self.stack.one("replay")["RestartCount"] > restarts and self.healthy("replay"),
             180,
@@ -503,21 +512,39 @@ class Check:
             ok,
         )
         self.info["learner_kill"] = {"before": asdict(before), "after": asdict(after)}
+        # A new learner learns the actors from replay's counts again.
+        running = len(self.stack.ids("actor", all=False))
+        took = self.wait(lambda: self.learner().active_actors == running, 60)
+        self.row(
+            "learner's active actors after its restart",
+            str(running),
+            f"{after.active_actors} at first, {self.learner().active_actors}"
+            + (f" after {took:.0f} s" if took is not None else " (60 s)"),
+            took is not None,
+        )
 
     def coordinator_run(self) -> None:
-        """The first run's coordinator: it ran through the scaling and the kills."""
+        """The first run's coordinator, started with the stack: which disruptions came
+        before it reached the target (the run goes on after it)."""
         c = self.stack.one("coordinator")
         run(["docker", "wait", c["Id"]], timeout=1200)
-        code = self.stack.one("coordinator")["State"]["ExitCode"]
+        c = self.stack.one("coordinator")
         summary = self.read_run()
         self.info["run_a"] = summary
         s = summary.get("summary") or {}
+        started = datetime.fromisoformat(c["State"]["StartedAt"][:26].rstrip("Z")).replace(
+            tzinfo=UTC
+        )
+        target_at = started.timestamp() + (s.get("time_to_target_s") or 1e9)
+        before = [what for t, what in self.events if t < target_at]
+        after = [what for t, what in self.events if t >= target_at]
+        self.info["events_before_target"], self.info["events_after_target"] = before, after
+        code = c["State"]["ExitCode"]
         self.row(
-            "run with scaling and kills reaches its target",
+            "first run reaches its target",
             "reached, exit 0",
-            f"exit {code}, reached {s.get('reached_target')}, return "
-            f"{(s.get('target_eval') or {}).get('mean_return', s.get('final_return'))}, "
-            f"{s.get('time_to_target_s')} s, {s.get('env_steps_to_target')} env steps",
+            f"exit {code}, {describe(s)}; before the target: {', '.join(before) or 'nothing'}; "
+            f"after: {', '.join(after) or 'nothing'}",
             code == 0 and bool(s.get("reached_target")),
         )
 
@@ -571,7 +598,7 @@ class Check:
         self.row(
             "summary.json and report.md in the runs volume",
             "both, target reached",
-            f"{sorted(files & {'summary.json', 'report.md'})}, reached {s.get('reached_target')}",
+            f"{sorted(files & {'summary.json', 'report.md'})}; {describe(s)}",
             {"summary.json", "report.md"} <= files and bool(s.get("reached_target")),
         )
 
@@ -664,6 +691,18 @@ class Check:
 # ------------------------------------------------------------------------------- main
 
 
+def describe(summary: dict[str, Any]) -> str:
+    """A run's outcome in a few words, from its summary.json."""
+    if not summary:
+        return "no summary.json"
+    returns = summary.get("eval") or {}
+    return (
+        f"reached {summary.get('reached_target')}, greedy int8 return {returns.get('int8')}, "
+        f"{summary.get('time_to_target_s')} s and {summary.get('env_steps_to_target')} env steps "
+        f"to target, actors {summary.get('active_actors')}"
+    )
+
+
 def table(rows: list[Row], actors: dict[str, dict[str, Any]]) -> str:
     width = max(len(r.check) for r in rows)
     lines = [f"{'t (s)':>7}  {'check':<{width}}  result  observed (expected)"]
@@ -712,8 +751,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not ns.skip_build:
             check.build()
         check.up()
-        check.scaling_and_actor_kill()
         check.replay_kill_and_crash()
+        check.scaling_and_actor_kill()
         check.learner_kill()
         check.coordinator_run()
         check.exit_code_from()
