@@ -42,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,6 +108,52 @@ class Snapshot:
     checkpoint_step: int = 0
     resumed_from_step: int = 0
     published_version: int = 0
+
+
+@dataclass
+class Tally:
+    """One actor id's acknowledged transitions against the count Redis holds for it."""
+
+    acked: int = 0
+    # False when a killed process's count is in acked: polled, so a lower bound.
+    exact: bool = True
+    processes: int = 0
+    # Processes whose count is known: logged when they stopped, or polled before a kill.
+    accounted: int = 0
+    in_redis: int = 0
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.acked - self.in_redis)
+
+
+def tally(
+    hostnames: Mapping[str, str],
+    generations: Sequence[Generation],
+    logs: Mapping[str, str],
+    held: Mapping[str, int],
+) -> dict[str, Tally]:
+    """Per actor id: what its processes counted as acknowledged, against Redis.
+
+    hostnames: actor container id -> host name; generations: the processes the poller
+    saw; logs: container id -> its whole log (every process's); held: Redis's per-actor
+    insert counts. A process that stopped logged its own transitions_sent; one the check
+    killed counts with its transitions_sent as last polled, just before the kill.
+    """
+    out: dict[str, Tally] = {}
+    for container, hostname in hostnames.items():
+        mine = [g for g in generations if g.container == container]
+        stops = [int(n) for n in STOPPED.findall(logs.get(container, ""))]
+        killed = [g.max_sent for g in mine if g.killed]
+        entry = out.setdefault(mine[0].actor_id if mine else f"actor-{hostname}", Tally())
+        entry.acked += sum(stops) + sum(killed)
+        # A process the poller never reached still logs its count when it stops.
+        entry.processes += max(len(mine), len(stops) + len(killed))
+        entry.accounted += len(stops) + len(killed)
+        entry.exact = entry.exact and not killed
+    for actor_id, entry in out.items():
+        entry.in_redis = held.get(actor_id, 0)
+    return out
 
 
 # --------------------------------------------------------------------- docker, compose
@@ -625,38 +671,23 @@ class Check:
         if self.wait(lambda: self.healthy("redis"), 120) is None:
             raise CheckFailed("redis did not come back for the count")
         held = self.redis_counts()
-        per_actor: dict[str, dict[str, Any]] = {}
         with self.poller.lock:
             gens = list(self.poller.generations.values())
-        for container, hostname in self.poller.hostnames.items():
-            mine = [g for g in gens if g.container == container]
+        logs = {}
+        for container in self.poller.hostnames:
             log_file = self.work / f"actor-{short(container)}.log"
-            text = log_file.read_text(errors="replace") if log_file.exists() else ""
-            stops = [int(n) for n in STOPPED.findall(text)]
-            killed = [g.max_sent for g in mine if g.killed]
-            actor_id = mine[0].actor_id if mine else f"actor-{hostname}"
-            entry = per_actor.setdefault(
-                actor_id, {"acked": 0, "exact": True, "processes": 0, "accounted": 0}
-            )
-            entry["acked"] += sum(stops) + sum(killed)
-            # A process the poller never reached still logs its count when it stops.
-            entry["processes"] += max(len(mine), len(stops) + len(killed))
-            entry["accounted"] += len(stops) + len(killed)
-            entry["exact"] = entry["exact"] and not killed
-        lost_total = 0
-        for actor_id, entry in sorted(per_actor.items()):
-            entry["in_redis"] = held.get(actor_id, 0)
-            entry["lost"] = max(0, entry["acked"] - entry["in_redis"])
-            lost_total += entry["lost"]
-        self.info["actors"] = per_actor
-        unaccounted = [a for a, e in per_actor.items() if e["accounted"] != e["processes"]]
+            logs[container] = log_file.read_text(errors="replace") if log_file.exists() else ""
+        per_actor = tally(self.poller.hostnames, gens, logs, held)
+        self.info["actors"] = {a: {**asdict(t), "lost": t.lost} for a, t in per_actor.items()}
+        lost = sum(t.lost for t in per_actor.values())
+        unaccounted = [a for a, t in per_actor.items() if t.accounted != t.processes]
         self.row(
             "acknowledged transitions lost",
             "0",
-            f"{lost_total} of {sum(e['acked'] for e in per_actor.values())} acknowledged by "
+            f"{lost} of {sum(t.acked for t in per_actor.values())} acknowledged by "
             f"{len(per_actor)} actors; Redis holds {sum(held.values())}"
-            + (f"; generations without a final count: {unaccounted}" if unaccounted else ""),
-            lost_total == 0 and not unaccounted and bool(per_actor),
+            + (f"; processes without a final count: {unaccounted}" if unaccounted else ""),
+            lost == 0 and not unaccounted and bool(per_actor),
         )
 
     def secrets(self) -> None:
@@ -675,10 +706,11 @@ class Check:
                 ["docker", "history", "--no-trunc", image]
             ).stdout
         for cid in ids:
-            texts[f"logs {short(cid)}"] = (
-                run(["docker", "logs", cid], check=False).stdout
-                + run(["docker", "logs", cid], check=False).stderr
-            )
+            logs = run(["docker", "logs", cid], check=False)
+            texts[f"logs {short(cid)}"] = logs.stdout + logs.stderr
+        # Actors compose removed when scaling down: the poller kept their logs.
+        for log_file in sorted(self.work.glob("actor-*.log")):
+            texts[f"logs {log_file.stem}"] = log_file.read_text(errors="replace")
         where = [name for name, text in texts.items() if self.password in text]
         self.row(
             "Redis password in docker inspect, history, logs",

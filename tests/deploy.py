@@ -8,13 +8,16 @@ No Docker engine or cluster is needed: these read the files the way `docker comp
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -209,3 +212,16 @@ def render(directory: Path) -> list[dict[str, Any]]:
     if result.returncode != 0:
         raise ValueError(f"kubectl kustomize {directory}: {result.stderr}")
     return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+# ------------------------------------------------------------- deploy/*.py scripts
+
+
+def deploy_script(name: str) -> ModuleType:
+    """deploy/NAME.py as a module (deploy/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "deploy" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

@@ -299,7 +299,7 @@ def test_the_paper_settings_load_into_the_service_configs() -> None:
         env = dict(configs[f"{service}-config"]["data"])
         if service == "replay":
             env["ACTORQ_STORE"] = "redis://:pw@redis:6379/0"
-        cfg = load(service_config(service), section=service, env=env)
+        cfg: Any = load(service_config(service), section=service, env=env)
         assert cfg.port == PORTS[service]
     assert load(
         service_config("learner"), env=configs["learner-config"]["data"]
