@@ -11,21 +11,21 @@ import numpy as np
 import pytest
 
 from actorq.config import ConfigError, load
+from services.replay.checks import validate_chunk
 from services.replay.config import ReplayConfig
-from services.replay.rate_limiter import SampleToInsertRatio
-from services.replay.sampler import PrioritiesNotSupportedError, UniformSampler
-from services.replay.store import MemoryStore, Signature, SignatureError
-from services.replay.table import (
+from services.replay.errors import (
     BatchTooLargeError,
     InvalidChunkError,
-    ReplayTable,
     TableClosedError,
     TooManyTransitionsError,
     WaitAbandonedError,
     WaitTimeoutError,
-    build_table,
-    validate_chunk,
 )
+from services.replay.factory import build_table
+from services.replay.rate_limiter import SampleToInsertRatio
+from services.replay.sampler import PrioritiesNotSupportedError, UniformSampler
+from services.replay.store import MemoryStore, Signature, SignatureError
+from services.replay.table import ReplayTable
 
 Columns = dict[str, np.ndarray]
 

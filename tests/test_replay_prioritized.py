@@ -15,8 +15,10 @@ import pytest
 from redis_server import RedisServer
 
 from services.replay.config import ReplayConfig
+from services.replay.errors import WaitTimeoutError
+from services.replay.factory import build_table
 from services.replay.sampler import PrioritizedSampler, SumTree, importance_weights
-from services.replay.table import Table, WaitTimeoutError, build_table
+from services.replay.table import Table
 
 MakeTable = Callable[..., Table]
 

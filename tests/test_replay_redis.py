@@ -24,20 +24,18 @@ from redis_server import RedisServer
 
 from actorq.config import ConfigError
 from services.replay.config import ReplayConfig
-from services.replay.rate_limiter import SampleToInsertRatio
-from services.replay.redis_lua import SLOT_FORMAT
-from services.replay.redis_table import (
+from services.replay.errors import (
     RedisRefusedError,
-    RedisTable,
-    hmget_command,
-)
-from services.replay.store import SignatureError, redact_url
-from services.replay.table import (
     StoreUnavailableError,
     TableMismatchError,
     WaitTimeoutError,
-    build_table,
 )
+from services.replay.factory import build_table
+from services.replay.rate_limiter import SampleToInsertRatio
+from services.replay.redis_connection import hmget_command
+from services.replay.redis_lua import SLOT_FORMAT
+from services.replay.redis_table import RedisTable
+from services.replay.store import SignatureError, redact_url
 
 MakeTable = Callable[..., RedisTable]
 
@@ -444,11 +442,11 @@ def test_a_bad_store_url_is_refused_without_echoing_its_password() -> None:
 def test_persistence_settings_that_lose_data_are_named(make_table: MakeTable) -> None:
     table = make_table()
     assert table.persistence_warnings() == []  # the test Redis runs AOF, noeviction
-    table._redis.config_set("maxmemory-policy", "allkeys-lru")
+    table.connection.client.config_set("maxmemory-policy", "allkeys-lru")
     try:
         assert "maxmemory-policy allkeys-lru" in table.persistence_warnings()[0]
     finally:
-        table._redis.config_set("maxmemory-policy", "noeviction")
+        table.connection.client.config_set("maxmemory-policy", "noeviction")
 
 
 def test_the_hand_packed_hmget_is_the_command_redis_py_would_send() -> None:

@@ -32,11 +32,19 @@ class ReplayConfig:
         "wait when the learner does. <= 0 turns the ratio off: only min_size_to_sample "
         "gates sampling and inserts never wait",
     )
-    error_buffer: float = opt(
-        2_000.0,
+    samples_per_insert_tolerance: float = opt(
+        0.1,
+        "how far the sample-to-insert ratio may drift, as a fraction of samples_per_insert "
+        "per transition of min_size_to_sample (Acme's samples_per_insert_tolerance_rate); "
+        "it derives error_buffer when that is not set",
+    )
+    error_buffer: float | None = opt(
+        None,
         "how far (in sampled transitions) the ratio may drift either way from "
-        "samples_per_insert * min_size_to_sample before a side waits (Reverb's meaning); "
-        "must be >= max(1, samples_per_insert), and a sampled batch of B needs "
+        "samples_per_insert * min_size_to_sample before a side waits (Reverb's meaning). "
+        "Unset: derived as min_size_to_sample * samples_per_insert * "
+        "samples_per_insert_tolerance (Acme's builders); set it to override. Must be "
+        ">= max(1, samples_per_insert), and a sampled batch of B needs "
         "2 * error_buffer >= samples_per_insert + B",
     )
     max_insert_transitions: int = opt(
@@ -102,7 +110,7 @@ class ReplayConfig:
             raise ConfigError(f"capacity must be at least 1, got {self.capacity}")
         if self.capacity >= 2**32:
             raise ConfigError(f"capacity must be below 2**32, got {self.capacity}")
-        check_settings(self.samples_per_insert, self.min_size_to_sample, self.error_buffer)
+        self._check_ratio()
         if self.min_size_to_sample > self.capacity:
             raise ConfigError(
                 f"min_size_to_sample {self.min_size_to_sample} exceeds capacity "
@@ -141,6 +149,36 @@ class ReplayConfig:
                 f"max_workers must be at least 4 (an insert, a sample stream, stats, "
                 f"health), got {self.max_workers}"
             )
+
+    def _check_ratio(self) -> None:
+        """The limiter's settings by Reverb's rules, error_buffer derived if unset."""
+        tolerance = self.samples_per_insert_tolerance
+        if not (math.isfinite(tolerance) and tolerance > 0):
+            raise ConfigError(f"samples_per_insert_tolerance must be > 0, got {tolerance}")
+        try:
+            check_settings(
+                self.samples_per_insert, self.min_size_to_sample, self.effective_error_buffer
+            )
+        except ConfigError as err:
+            if self.error_buffer is not None or not math.isfinite(self.samples_per_insert):
+                raise
+            raise ConfigError(
+                f"{err}; here error_buffer is derived: min_size_to_sample "
+                f"{self.min_size_to_sample} x samples_per_insert {self.samples_per_insert:g} x "
+                f"samples_per_insert_tolerance {tolerance:g} = {self.effective_error_buffer:g}, "
+                "so raise samples_per_insert_tolerance or set error_buffer"
+            ) from None
+
+    @property
+    def effective_error_buffer(self) -> float:
+        """The rate limiter's error_buffer: as set, or derived when unset (Acme's
+        builders): ``min_size_to_sample * samples_per_insert *
+        samples_per_insert_tolerance``; 0 with the ratio off (it is not used)."""
+        if self.error_buffer is not None:
+            return float(self.error_buffer)
+        if self.samples_per_insert <= 0:
+            return 0.0
+        return self.min_size_to_sample * self.samples_per_insert * self.samples_per_insert_tolerance
 
     @property
     def store_label(self) -> str:

@@ -23,6 +23,7 @@ table's mutex as an argument, it is only touched under the table's lock.
 
 from __future__ import annotations
 
+import copy
 import math
 
 from actorq.config import ConfigError
@@ -83,6 +84,20 @@ class SampleToInsertRatio:
         """Items currently in the table, as the limiter counts them."""
         return self.inserts - self.deletes
 
+    def with_counts(self, inserts: int, samples: int, deletes: int) -> SampleToInsertRatio:
+        """A limiter with these settings and the given counters (a shared table's,
+        read from Redis); this one is left as it is."""
+        other = copy.copy(self)
+        other.inserts, other.samples, other.deletes = inserts, samples, deletes
+        return other
+
+    def describe(self) -> str:
+        """The counters for a message: ``size S, min_size_to_sample M, inserts I, samples N``."""
+        return (
+            f"size {self.size}, min_size_to_sample {self.min_size_to_sample}, "
+            f"inserts {self.inserts}, samples {self.samples}"
+        )
+
     def _diff(self, inserts: int, samples: int) -> float:
         return inserts * self.samples_per_insert - samples if self.ratio_enabled else 0.0
 
@@ -106,7 +121,7 @@ class SampleToInsertRatio:
     def max_sample_batch(self) -> int | None:
         """Largest batch ``can_sample(batch)`` can wait for without risking a deadlock.
 
-        Inserts are admitted on ``can_insert(1)`` (see ``ReplayTable.insert``),
+        Inserts are admitted on ``can_insert(1)`` (see ``table.ReplayTable``),
         so they stop once ``diff > max_diff - spi``; a batch of B waits while
         ``diff < min_diff + B``. Both waiting at once needs
         ``max_diff - spi < diff < min_diff + B``, which cannot happen when

@@ -179,7 +179,7 @@ elseif sig ~= ARGV[8] then
 end
 local end_key, size, ins, smp, del = counters()
 local n = tonumber(ARGV[10])
--- Admitted on one insert, as ReplayTable.insert (see its docstring).
+-- Admitted on one insert, as ReplayTable (see its docstring).
 if not can_insert(ins, smp, del, 1) then return {'WAIT'} end
 -- A prioritized sampler holds changes off for the moment it needs to draw.
 if prioritized and redis.call('EXISTS', lease) == 1 then return {'LEASED'} end

@@ -11,7 +11,7 @@ replacement; a new item gets the largest priority seen so far (1.0 before any
 update); its importance weight is ``(N * P(i))^-beta`` divided by the
 largest weight in the batch (Acme's normalisation). The Redis store keeps the
 leaves in Redis and every replica draws from its own copy of this sum tree
-(``redis_table``), so both stores draw the same keys from the same seed.
+(``priority_mirror``), so both stores draw the same keys from the same seed.
 """
 
 from __future__ import annotations

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import cast
 
 import grpc
 import numpy as np
@@ -28,24 +26,24 @@ from actorq.rpc import (
     run_until_signalled,
 )
 from actorq.v1 import replay_pb2, replay_pb2_grpc
+from actorq.workers import Prefetcher
+from services.replay.checks import Chunk, validate_chunk
 from services.replay.config import ReplayConfig
-from services.replay.sampler import PrioritiesNotSupportedError
-from services.replay.store import FIELDS, is_redis_url
-from services.replay.table import (
+from services.replay.errors import (
     BatchTooLargeError,
-    Chunk,
     InvalidChunkError,
-    SampledBatch,
+    RedisRefusedError,
     StoreUnavailableError,
-    Table,
     TableClosedError,
     TableMismatchError,
     TooManyTransitionsError,
     WaitAbandonedError,
     WaitTimeoutError,
-    build_table,
-    validate_chunk,
 )
+from services.replay.factory import build_table
+from services.replay.sampler import PrioritiesNotSupportedError
+from services.replay.store import FIELDS, is_redis_url
+from services.replay.table import SampledBatch, Table
 
 SERVICE_NAME = replay_pb2.DESCRIPTOR.services_by_name["ReplayService"].full_name
 
@@ -169,26 +167,23 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
                 f"num_batches must be >= 0 (0 streams until cancelled), got {request.num_batches}",
             )
         context.add_callback(table.wake)
-        prefetched: _PrefetchedBatches | None = None
-        batches: Iterable[replay_pb2.SampleBatch | Exception]
+        prefetcher: Prefetcher[replay_pb2.SampleBatch] | None = None
+        batches: Iterable[replay_pb2.SampleBatch]
         if self._sample_prefetch:
-            prefetched = _PrefetchedBatches(
+            batches = prefetcher = prefetched_batches(
                 table, request, context.is_active, self._sample_prefetch
             )
-            batches = prefetched
         else:
             batches = _drawn_batches(table, request, context.is_active)
         try:
-            for item in batches:
-                if isinstance(item, WaitAbandonedError):
-                    return
-                if isinstance(item, Exception):
-                    self._abort(context, "Sample", item)
-                    return
-                yield item
+            yield from batches
+        except WaitAbandonedError:
+            return  # nobody is listening any more
+        except _SAMPLE_ERRORS as err:
+            self._abort(context, "Sample", err)
         finally:
-            if prefetched is not None:
-                prefetched.close()
+            if prefetcher is not None:
+                prefetcher.close()
 
     def UpdatePriorities(
         self, request: replay_pb2.UpdatePrioritiesRequest, context: grpc.ServicerContext
@@ -216,7 +211,8 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
         return replay_pb2.ReplayStats(**dataclasses.asdict(stats))
 
 
-_SAMPLE_ERRORS = (ValueError, TableClosedError, WaitAbandonedError, *_STORE_ERRORS)
+# What ends a Sample stream with a status (WaitAbandonedError: the caller left).
+_SAMPLE_ERRORS = (ValueError, TableClosedError, *_STORE_ERRORS)
 
 
 def _drawn_batches(
@@ -224,79 +220,47 @@ def _drawn_batches(
     request: replay_pb2.SampleRequest,
     is_active: Callable[[], bool],
     group: int = 1,
-) -> Iterator[replay_pb2.SampleBatch | Exception]:
+) -> Iterator[replay_pb2.SampleBatch]:
     """Encoded batches, drawn up to ``group`` at a time (one store call, for Redis one
-    round trip) but never past num_batches; ends with the error that stopped it, if any."""
+    round trip) but never past num_batches; the table's error ends it."""
     sent = 0
     while request.num_batches == 0 or sent < request.num_batches:
         count = group if request.num_batches == 0 else min(group, request.num_batches - sent)
-        try:
-            batches = table.sample_many(request.batch_size, count, should_continue=is_active)
-        except _SAMPLE_ERRORS as err:
-            yield err
-            return
+        batches = table.sample_many(request.batch_size, count, should_continue=is_active)
         for batch in batches:
             yield encode_batch(batch)
         sent += len(batches)
 
 
-class _PrefetchedBatches:
+def prefetched_batches(
+    table: Table,
+    request: replay_pb2.SampleRequest,
+    is_active: Callable[[], bool],
+    depth: int,
+) -> Prefetcher[replay_pb2.SampleBatch]:
     """``_drawn_batches`` run ahead on a thread of its own, ``depth`` batches drawn
     at a time: up to 2 x depth batches are drawn before the client takes them.
 
     The thread blocks on Redis (or numpy) with the GIL released while the
     gRPC thread serialises and sends the previous batches; drawing several
     per store call saves Redis a round trip and script run per batch.
+    Closing the prefetcher makes a draw waiting on the limiter give up.
     """
+    closed = threading.Event()
 
-    _END = object()
+    def should_continue() -> bool:
+        return is_active() and not closed.is_set()
 
-    def __init__(
-        self,
-        table: Table,
-        request: replay_pb2.SampleRequest,
-        is_active: Callable[[], bool],
-        depth: int,
-    ) -> None:
-        self._table = table
-        self._stop = threading.Event()
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
-        self._source = _drawn_batches(
-            table, request, lambda: is_active() and not self._stop.is_set(), depth
-        )
-        self._thread = threading.Thread(target=self._run, name="sample-prefetch", daemon=True)
-        self._thread.start()
+    def cancel() -> None:
+        closed.set()
+        table.wake()
 
-    def _run(self) -> None:
-        try:
-            for item in self._source:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
-                    return
-        except Exception as err:  # a bug: hand it to the stream, which reports it
-            self._queue.put(err)
-            return
-        self._queue.put(self._END)
-
-    def __iter__(self) -> Iterator[replay_pb2.SampleBatch | Exception]:
-        while True:
-            item = self._queue.get()
-            if item is self._END:
-                return
-            yield cast(replay_pb2.SampleBatch | Exception, item)
-            if isinstance(item, Exception):
-                return
-
-    def close(self) -> None:
-        """Stop drawing (a draw waiting on the limiter gives up) and wait for the thread."""
-        self._stop.set()
-        self._table.wake()
-        self._thread.join(timeout=5.0)
+    return Prefetcher(
+        lambda: _drawn_batches(table, request, should_continue, depth),
+        depth,
+        "sample-prefetch",
+        cancel,
+    )
 
 
 def build_server(
@@ -321,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if is_redis_url(cfg.store):
         _attach(table, logger)
     ratio = (
-        f"samples_per_insert {cfg.samples_per_insert:g}, error_buffer {cfg.error_buffer:g}"
+        f"samples_per_insert {cfg.samples_per_insert:g}, "
+        f"error_buffer {cfg.effective_error_buffer:g}"
         if cfg.samples_per_insert > 0
         else "no ratio limit"
     )
@@ -349,7 +314,7 @@ def _attach(table: Table, logger: logging.Logger) -> None:
     fail with UNAVAILABLE until Redis answers, and the first that reaches it
     creates or checks the table.
     """
-    from services.replay.redis_table import RedisRefusedError, RedisTable
+    from services.replay.redis_table import RedisTable  # a Redis store: redis-py is there
 
     assert isinstance(table, RedisTable)
     try:

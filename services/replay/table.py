@@ -1,100 +1,50 @@
-"""The replay table: a store, a sampler and a rate limiter under one lock.
+"""The replay table: what the servicer needs from one, and the in-memory one.
 
-Everything a gRPC call needs happens here in plain Python, so tests drive it
-without a network: validate chunks, commit an Insert stream atomically, wait
-on the rate limiter (giving up when the caller goes away), sample a batch,
-keep the statistics. One ``threading.Condition`` guards all state; a commit,
-a sample, a cancelled caller (``wake``) or shutdown (``close``) wakes waiters,
-which also re-check their caller every ``wait_slice_s``.
+Everything a gRPC call needs happens in a table, in plain Python, so tests
+drive it without a network: validate chunks, commit an Insert stream
+atomically, wait on the rate limiter (giving up when the caller goes away),
+sample a batch, keep the statistics.
 
-``ReplayTable`` is the in-process table (memory store). ``Table`` is what the
-servicer needs from any table; ``redis_table.RedisTable`` is the other one,
-keeping every piece of state in Redis. ``build_table`` picks by the config.
+``Table`` is the abstract base: the public calls and the checks every table
+makes the same way (refusals before any wait, the give-up rules of a wait,
+blocked time, refused-call counts, wake and close). A concrete table says how
+a commit, a draw and the counters are done. ``ReplayTable`` composes a store,
+a sampler and a rate limiter in this process under one
+``threading.Condition``; ``redis_table.RedisTable`` keeps every piece of
+state in Redis. ``factory.build_table`` builds the one a config names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast
 
 import numpy as np
 
-from services.replay.config import ReplayConfig
-from services.replay.rate_limiter import SampleToInsertRatio
-from services.replay.sampler import PrioritizedSampler, Sampler, UniformSampler
-from services.replay.store import (
-    FIELDS,
-    MemoryStore,
-    Signature,
-    SignatureError,
-    Store,
-    is_redis_url,
+from services.replay.checks import (
+    Chunk,
+    check_batch_bytes,
+    check_chunks_agree,
+    check_insert,
+    check_priorities,
 )
+from services.replay.errors import (
+    BatchTooLargeError,
+    TableClosedError,
+    WaitAbandonedError,
+    WaitTimeoutError,
+)
+from services.replay.rate_limiter import SampleToInsertRatio
+from services.replay.sampler import Sampler
+from services.replay.store import Signature, SignatureError, Store
 
-__all__ = [
-    "BatchTooLargeError",
-    "Chunk",
-    "InvalidChunkError",
-    "ReplayTable",
-    "SampledBatch",
-    "SignatureError",
-    "StoreUnavailableError",
-    "Table",
-    "TableClosedError",
-    "TableMismatchError",
-    "TableStats",
-    "TooManyTransitionsError",
-    "WaitAbandonedError",
-    "WaitTimeoutError",
-    "build_table",
-    "validate_chunk",
-]
-
-_FLOAT_FIELDS = ("obs", "reward", "discount", "next_obs")
-
-
-class InvalidChunkError(ValueError):
-    """A transition chunk that cannot be stored, with the field and the reason."""
-
-
-class TooManyTransitionsError(ValueError):
-    """An Insert carrying more transitions than max_insert_transitions."""
-
-
-class BatchTooLargeError(ValueError):
-    """A batch whose bytes would not fit in one gRPC message."""
-
-
-class TableClosedError(RuntimeError):
-    """The table is shutting down; waiting has stopped."""
-
-
-class StoreUnavailableError(RuntimeError):
-    """The store (Redis) cannot be reached now; the call changed nothing it acknowledged."""
-
-
-class TableMismatchError(RuntimeError):
-    """The shared table in Redis was created with other settings than this replica's."""
-
-
-class WaitAbandonedError(Exception):
-    """The caller went away (cancelled RPC) while waiting on the rate limiter."""
-
-
-class WaitTimeoutError(TimeoutError):
-    """The caller's deadline passed while waiting on the rate limiter."""
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A validated chunk: N >= 1 transitions, columnar, checked dtypes and values."""
-
-    columns: Mapping[str, np.ndarray]
-    size: int
+# Insert's chunks: validated already, or columns still to check.
+Chunks = Sequence[Chunk | Mapping[str, np.ndarray | None]]
 
 
 @dataclass
@@ -129,135 +79,105 @@ class TableStats:
     rejected_calls: int = 0
 
 
-def validate_chunk(columns: Mapping[str, np.ndarray | None], index: int = 0) -> Chunk:
-    """Check one chunk; InvalidChunkError naming chunk index, field and problem.
+class BlockedTime:
+    """Seconds inserts and samples spent waiting on the rate limiter, counting the
+    waits still in progress. Not locked: its table calls it under the table's lock."""
 
-    Rules: all five fields present; each has the same leading N >= 1;
-    obs/next_obs float32 with equal shapes; reward/discount float32 [N];
-    action int64 [N] (discrete) or float32 [N, A] (continuous); float values
-    finite; discount in [0, 1].
+    def __init__(self) -> None:
+        self._done = {"insert": 0.0, "sample": 0.0}
+        self._pending: dict[int, tuple[str, float]] = {}
+        self._next_id = 0
+
+    def begin(self, kind: str) -> tuple[int, float]:
+        """Start a wait of kind ``insert`` or ``sample``: (its id, its start)."""
+        wait_id, started = self._next_id, time.monotonic()
+        self._next_id += 1
+        self._pending[wait_id] = (kind, started)
+        return wait_id, started
+
+    def end(self, wait_id: int) -> None:
+        kind, started = self._pending.pop(wait_id)
+        self._done[kind] += time.monotonic() - started
+
+    def totals(self) -> dict[str, float]:
+        """Blocked seconds by kind, waits in progress up to now included."""
+        out = dict(self._done)
+        now = time.monotonic()
+        for kind, started in self._pending.values():
+            out[kind] += now - started
+        return out
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How long a caller waits on the rate limiter: while ``should_continue()``
+    holds (the RPC is alive) and until ``deadline`` (monotonic; None: no limit)."""
+
+    should_continue: Callable[[], bool] | None = None
+    deadline: float | None = None
+
+    @classmethod
+    def of(cls, should_continue: Callable[[], bool] | None, timeout: float | None) -> Patience:
+        """For a caller that gives up when should_continue() turns false or after timeout s."""
+        return cls(should_continue, None if timeout is None else time.monotonic() + timeout)
+
+
+class Table(ABC):
+    """What the servicer needs from a table, and what every table does alike.
+
+    Subclasses call ``__init__`` and implement ``_commit``, ``_draw``,
+    ``update_priorities``, ``signature`` and ``_counts``; the refusals before a
+    wait, the give-up rules of a wait (``_wait_slice``), blocked time, refused
+    calls, ``wake`` and ``close`` are shared.
     """
-    where = f"chunk {index}: "
-    missing = [name for name in FIELDS if columns.get(name) is None]
-    if missing:
-        raise InvalidChunkError(
-            f"{where}{', '.join(missing)} missing; every chunk needs {', '.join(FIELDS)}"
-        )
-    cols = {name: cast(np.ndarray, columns[name]) for name in FIELDS}
-    obs = cols["obs"]
-    if obs.ndim < 1 or obs.shape[0] < 1:
-        raise InvalidChunkError(
-            f"{where}obs has shape {list(obs.shape)}; a chunk needs at least one "
-            "transition (leading dimension N >= 1)"
-        )
-    n = int(obs.shape[0])
-    for name in FIELDS[1:]:
-        arr = cols[name]
-        if arr.ndim < 1 or arr.shape[0] != n:
-            raise InvalidChunkError(
-                f"{where}{name} has shape {list(arr.shape)} but obs has {n} rows; "
-                "all five tensors need the same leading dimension N"
-            )
-    for name in _FLOAT_FIELDS:
-        if cols[name].dtype != np.float32:
-            raise InvalidChunkError(f"{where}{name} is {cols[name].dtype.name}, expected float32")
-    if cols["next_obs"].shape != obs.shape:
-        raise InvalidChunkError(
-            f"{where}next_obs has shape {list(cols['next_obs'].shape)}, but obs has "
-            f"{list(obs.shape)}; they must match"
-        )
-    for name in ("reward", "discount"):
-        if cols[name].ndim != 1:
-            raise InvalidChunkError(
-                f"{where}{name} has shape {list(cols[name].shape)}, expected [{n}]"
-            )
-    action = cols["action"]
-    discrete = action.dtype == np.int64 and action.ndim == 1
-    continuous = action.dtype == np.float32 and action.ndim == 2 and action.shape[1] >= 1
-    if not (discrete or continuous):
-        raise InvalidChunkError(
-            f"{where}action is {action.dtype.name} with shape {list(action.shape)}; expected "
-            f"int64 [{n}] (discrete) or float32 [{n}, A] (continuous)"
-        )
-    for name in (*_FLOAT_FIELDS, "action") if continuous else _FLOAT_FIELDS:
-        finite = np.isfinite(cols[name])
-        if not finite.all():
-            row = int(np.argwhere(~finite)[0][0])
-            raise InvalidChunkError(f"{where}{name} contains NaN or infinity (row {row})")
-    discount = cols["discount"]
-    outside = (discount < 0) | (discount > 1)
-    if outside.any():
-        row = int(np.argmax(outside))
-        raise InvalidChunkError(
-            f"{where}discount must be in [0, 1], row {row} is {float(discount[row]):g}"
-        )
-    return Chunk(cols, n)
 
+    def __init__(
+        self,
+        limiter: SampleToInsertRatio,
+        *,
+        max_insert_transitions: int,
+        capacity: int,
+        max_batch_bytes: int | None,
+    ) -> None:
+        if max_insert_transitions < 1:
+            raise ValueError(f"max_insert_transitions must be >= 1, got {max_insert_transitions}")
+        self.limiter = limiter
+        # One commit never exceeds the capacity: it would evict its own transitions.
+        self.max_insert_transitions = min(max_insert_transitions, capacity)
+        self.capacity = capacity
+        self.max_batch_bytes = max_batch_bytes
+        # Re-entrant (Condition's default lock), so counting a refusal under it is fine.
+        self._cond = threading.Condition()
+        self._closed = False
+        self._rejected = 0
+        self._blocked = BlockedTime()
 
-def check_insert(
-    chunks: Sequence[Chunk | Mapping[str, np.ndarray | None]], max_insert_transitions: int
-) -> tuple[list[Chunk], int]:
-    """Validated chunks of one Insert and their transition count.
-
-    InvalidChunkError (a bad chunk, or none), TooManyTransitionsError.
-    """
-    valid = [c if isinstance(c, Chunk) else validate_chunk(c, i) for i, c in enumerate(chunks)]
-    if not valid:
-        raise InvalidChunkError("the Insert carried no chunks; send at least one")
-    total = sum(c.size for c in valid)
-    if total > max_insert_transitions:
-        raise TooManyTransitionsError(
-            f"the Insert carries {total} transitions, more than max_insert_transitions "
-            f"{max_insert_transitions}; split it into several Insert calls"
-        )
-    return valid, total
-
-
-def check_chunks_agree(chunks: Sequence[Chunk], signature: Signature | None) -> Signature:
-    """The signature the chunks share (the table's, or the first chunk's); SignatureError."""
-    signature = signature or Signature.of(chunks[0].columns)
-    for i, chunk in enumerate(chunks):
-        signature.check(chunk.columns, f"chunk {i}: ")
-    return signature
-
-
-def check_priorities(keys: np.ndarray, priorities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Validated priority update with duplicate keys removed (the last one wins).
-
-    ValueError if keys are not int64 [M] or priorities not finite,
-    non-negative float32 [M].
-    """
-    if keys.dtype != np.int64 or keys.ndim != 1:
-        raise ValueError(f"keys is {keys.dtype.name} {list(keys.shape)}, expected int64 [M]")
-    if priorities.dtype != np.float32 or priorities.shape != keys.shape:
-        raise ValueError(
-            f"priorities is {priorities.dtype.name} {list(priorities.shape)}, expected "
-            f"float32 {list(keys.shape)} (one per key)"
-        )
-    if not (np.isfinite(priorities).all() and (priorities >= 0).all()):
-        raise ValueError("priorities must be finite and >= 0")
-    # np.unique keeps the first occurrence: take it on the reversed arrays.
-    unique, last = np.unique(keys[::-1], return_index=True)
-    return unique, priorities[::-1][last]
-
-
-class Table(Protocol):
-    """What the servicer needs from a table; ``ReplayTable`` and ``RedisTable`` subclass
-    it for the parts both share (``sample``, the checks before a draw)."""
-
-    max_insert_transitions: int
-    limiter: SampleToInsertRatio
+    # -- the calls the servicer makes ----------------------------------------
 
     def insert(
         self,
-        chunks: Sequence[Chunk | Mapping[str, np.ndarray | None]],
+        chunks: Chunks,
         actor_id: str = "",
         *,
         should_continue: Callable[[], bool] | None = None,
         timeout: float | None = None,
     ) -> int:
-        """Commit all chunks or none; returns the size after."""
-        ...
+        """Commit every chunk of one Insert stream, or none; returns the size after.
+
+        Validates all chunks first (InvalidChunkError, SignatureError,
+        TooManyTransitionsError: nothing stored), then waits until the rate
+        limiter admits an insert. Gives up with WaitAbandonedError when
+        should_continue() turns false, WaitTimeoutError after timeout seconds,
+        TableClosedError on shutdown; nothing is stored in those cases either.
+        StoreUnavailableError when the store cannot be reached (nothing
+        acknowledged).
+        """
+        try:
+            valid, total = check_insert(chunks, self.max_insert_transitions)
+        except ValueError:
+            self.note_rejected()
+            raise
+        return self._commit(valid, total, actor_id, Patience.of(should_continue, timeout))
 
     def sample(
         self,
@@ -283,45 +203,138 @@ class Table(Protocol):
         should_continue: Callable[[], bool] | None = None,
         timeout: float | None = None,
     ) -> list[SampledBatch]:
-        """1 to count batches in one go: the first once the limiter allows it, then as
-        many more as it allows right away, as if sampled one after the other."""
-        ...
-
-    def update_priorities(self, keys: np.ndarray, priorities: np.ndarray) -> int:
-        """Set priorities of live keys; returns how many were updated."""
-        ...
-
-    def _check_sample(self, batch_size: int, count: int) -> None:
-        """Refuse, before any waiting, a draw no wait could make possible (ValueError;
-        a bad batch size counts as a rejected call)."""
+        """1 to count batches in one go: the first once ``can_sample(batch_size)``
+        holds, then as many more as the limiter allows without waiting (what
+        count separate ``sample`` calls in a row would draw). Same refusals as
+        ``sample``."""
         if count < 1:
             raise ValueError(f"count must be at least 1 batch, got {count}")
-        try:
+        try:  # refused before any waiting: no wait could make it possible
             self.limiter.check_batch(batch_size)
-            self._check_batch_bytes(batch_size)
         except ValueError:
             self.note_rejected()
             raise
+        self._check_batch_bytes(batch_size)
+        return self._draw(batch_size, count, Patience.of(should_continue, timeout))
 
-    def _check_batch_bytes(self, batch_size: int) -> None:
-        """BatchTooLargeError if batch_size rows would not fit in one message."""
-        ...
+    @abstractmethod
+    def update_priorities(self, keys: np.ndarray, priorities: np.ndarray) -> int:
+        """Set priorities of live keys; returns how many were updated.
+
+        PrioritiesNotSupportedError for uniform sampling; ValueError if keys
+        are not int64 [M] or priorities not finite, non-negative float32 [M];
+        a key given twice takes its last priority.
+        """
 
     def stats(self) -> TableStats:
-        """A snapshot of the statistics."""
-        ...
+        """A snapshot of the statistics (blocked time includes waits still blocked)."""
+        snap = self._counts()
+        with self._cond:
+            snap.rejected_calls = self._rejected
+            blocked = self._blocked.totals()
+        snap.insert_blocked_s, snap.sample_blocked_s = blocked["insert"], blocked["sample"]
+        lim = self.limiter
+        snap.capacity = self.capacity
+        snap.samples_per_insert = lim.samples_per_insert
+        snap.min_size_to_sample = lim.min_size_to_sample
+        snap.error_buffer = lim.error_buffer
+        if snap.inserted:
+            snap.observed_samples_per_insert = snap.sampled / snap.inserted
+        return snap
 
     def note_rejected(self) -> None:
-        """Count a refused call."""
-        ...
+        """Count a refused call (the servicer calls this for its own refusals too)."""
+        with self._cond:
+            self._rejected += 1
 
     def wake(self) -> None:
-        """Wake waiters so they re-check their callers."""
-        ...
+        """Wake every waiter so it re-checks its caller (used on RPC cancellation)."""
+        with self._cond:
+            self._cond.notify_all()
 
     def close(self) -> None:
-        """Stop all waiting (shutdown)."""
-        ...
+        """Stop all waiting: blocked and later waits raise TableClosedError."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    # -- what a concrete table provides ---------------------------------------
+
+    @property
+    @abstractmethod
+    def signature(self) -> Signature | None:
+        """The field layout fixed by the first insert (None before it)."""
+
+    @abstractmethod
+    def _commit(self, chunks: list[Chunk], total: int, actor_id: str, patience: Patience) -> int:
+        """Store validated chunks of total transitions once the limiter admits an
+        insert; the size after."""
+
+    @abstractmethod
+    def _draw(self, batch_size: int, count: int, patience: Patience) -> list[SampledBatch]:
+        """1 to count batches of a checked batch_size, waiting for the first."""
+
+    def _counters(self) -> SampleToInsertRatio:
+        """The limiter with the table's counters as they are now (the memory
+        table's own; the Redis table reads the shared ones)."""
+        return self.limiter
+
+    @abstractmethod
+    def _counts(self) -> TableStats:
+        """The store's counters: size, inserted, sampled, evicted, calls, batches,
+        per-actor numbers, store name."""
+
+    # -- shared pieces ---------------------------------------------------------
+
+    def _check_batch_bytes(self, batch_size: int) -> None:
+        """BatchTooLargeError (a refused call) if batch_size rows would not fit in
+        one message."""
+        try:
+            check_batch_bytes(batch_size, self.signature, self.max_batch_bytes)
+        except BatchTooLargeError:
+            self.note_rejected()
+            raise
+
+    def _wait_slice(self, kind: str, patience: Patience, started: float, slice_s: float) -> float:
+        """How long to wait next (at most slice_s), or the error that ends the wait:
+        TableClosedError, WaitAbandonedError, WaitTimeoutError (naming the
+        limiter's counters as ``_counters()`` reads them)."""
+        if self._closed:
+            raise TableClosedError("the replay is shutting down")
+        if patience.should_continue is not None and not patience.should_continue():
+            raise WaitAbandonedError(f"{kind} abandoned by the caller")
+        if patience.deadline is None:
+            return slice_s
+        remaining = patience.deadline - time.monotonic()
+        if remaining <= 0:
+            raise WaitTimeoutError(
+                f"{kind} waited {time.monotonic() - started:.1f} s for the rate "
+                f"limiter ({self._counters().describe()}) and the deadline passed"
+            )
+        return min(slice_s, remaining)
+
+    @contextlib.contextmanager
+    def _blocked_time(self, kind: str) -> Iterator[Callable[[], float]]:
+        """Count one call's waits (``insert`` or ``sample``) as blocked time.
+
+        Call the yielded ``started()`` before each wait: the first call starts
+        the clock (stats count it while it runs) and every call returns when it
+        started; leaving the block stops it.
+        """
+        begun: list[tuple[int, float]] = []
+
+        def started() -> float:
+            if not begun:
+                with self._cond:
+                    begun.append(self._blocked.begin(kind))
+            return begun[0][1]
+
+        try:
+            yield started
+        finally:
+            if begun:
+                with self._cond:
+                    self._blocked.end(begun[0][0])
 
 
 class ReplayTable(Table):
@@ -357,64 +370,40 @@ class ReplayTable(Table):
         wait_slice_s: float = 0.1,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if max_insert_transitions < 1:
-            raise ValueError(f"max_insert_transitions must be >= 1, got {max_insert_transitions}")
+        super().__init__(
+            limiter,
+            max_insert_transitions=max_insert_transitions,
+            capacity=store.capacity,
+            max_batch_bytes=max_batch_bytes,
+        )
         self.store = store
         self.sampler = sampler
-        self.limiter = limiter
-        # One commit never exceeds the capacity: it would evict its own transitions.
-        self.max_insert_transitions = min(max_insert_transitions, store.capacity)
-        self.max_batch_bytes = max_batch_bytes
         self._wait_slice_s = wait_slice_s
         self._clock = clock
-        self._cond = threading.Condition()
-        self._closed = False
-        self._stats = TableStats(
-            capacity=store.capacity,
-            samples_per_insert=limiter.samples_per_insert,
-            min_size_to_sample=limiter.min_size_to_sample,
-            error_buffer=limiter.error_buffer,
-            store=store.name,
-        )
-        # Waits in progress: id -> (kind, start), so stats include time still blocked.
-        self._pending: dict[int, tuple[str, float]] = {}
-        self._next_wait_id = 0
+        self._stats = TableStats(store=store.name)  # the counters a commit or draw moves
 
-    # -- inserts -------------------------------------------------------------
+    @property
+    def signature(self) -> Signature | None:
+        return self.store.signature
 
-    def insert(
-        self,
-        chunks: Sequence[Chunk | Mapping[str, np.ndarray | None]],
-        actor_id: str = "",
-        *,
-        should_continue: Callable[[], bool] | None = None,
-        timeout: float | None = None,
-    ) -> int:
-        """Commit every chunk of one Insert stream, or none; returns the size after.
+    @property
+    def size(self) -> int:
+        """Transitions held now."""
+        with self._cond:
+            return self.store.size
 
-        Validates all chunks first (InvalidChunkError, SignatureError,
-        TooManyTransitionsError: nothing stored), then waits until the rate
-        limiter admits an insert. Gives up with WaitAbandonedError when
-        should_continue() turns false, WaitTimeoutError after timeout seconds,
-        TableClosedError on shutdown; nothing is stored in those cases either.
-        """
-        try:
-            valid, total = check_insert(chunks, self.max_insert_transitions)
-        except ValueError:
-            self.note_rejected()
-            raise
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _commit(self, chunks: list[Chunk], total: int, actor_id: str, patience: Patience) -> int:
         with self._cond:
             try:
-                self._check_signature(valid)  # fail fast, before any waiting
-                self._wait(lambda: self.limiter.can_insert(1), "insert", should_continue, deadline)
+                check_chunks_agree(chunks, self.store.signature)  # fail fast, before waiting
+                self._wait(lambda: self.limiter.can_insert(1), "insert", patience)
                 # The signature may have been fixed by another insert while this one waited.
-                self._check_signature(valid)
+                check_chunks_agree(chunks, self.store.signature)
             except SignatureError:
-                self._stats.rejected_calls += 1
+                self.note_rejected()
                 raise
             oldest = self.store.end_key - self.store.size
-            first_key, evicted = self.store.add([c.columns for c in valid])
+            first_key, evicted = self.store.add([c.columns for c in chunks])
             self.limiter.insert(total)
             if evicted:
                 self.limiter.delete(evicted)
@@ -429,187 +418,41 @@ class ReplayTable(Table):
             self._cond.notify_all()
             return self.store.size
 
-    def _check_signature(self, chunks: Sequence[Chunk]) -> None:
-        check_chunks_agree(chunks, self.store.signature)
-
-    # -- samples -------------------------------------------------------------
-
-    def sample_many(
-        self,
-        batch_size: int,
-        count: int,
-        *,
-        should_continue: Callable[[], bool] | None = None,
-        timeout: float | None = None,
-    ) -> list[SampledBatch]:
-        """1 to count batches: the first once ``can_sample(batch_size)`` holds, then
-        as many more as the limiter allows without waiting (what count separate
-        ``sample`` calls in a row would draw). Same refusals as ``sample``."""
-        self._check_sample(batch_size, count)
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _draw(self, batch_size: int, count: int, patience: Patience) -> list[SampledBatch]:
         batches: list[SampledBatch] = []
+        lim = self.limiter
         with self._cond:
-            self._wait(
-                lambda: self.limiter.can_sample(batch_size), "sample", should_continue, deadline
-            )
-            try:
-                self._check_batch_bytes(batch_size)
-            except BatchTooLargeError:
-                self._stats.rejected_calls += 1
-                raise
-            while len(batches) < count and (not batches or self.limiter.can_sample(batch_size)):
+            self._wait(lambda: lim.can_sample(batch_size), "sample", patience)
+            self._check_batch_bytes(batch_size)  # the first insert may have come meanwhile
+            while len(batches) < count and (not batches or lim.can_sample(batch_size)):
                 end = self.store.end_key
                 keys, weights = self.sampler.sample(batch_size, end - self.store.size, end)
                 batches.append(SampledBatch(self.store.gather(keys), keys, weights))
-                self.limiter.sample(batch_size)
+                lim.sample(batch_size)
                 self._stats.sampled += batch_size
                 self._stats.sample_batches += 1
             self._cond.notify_all()
         return batches
 
-    def _check_batch_bytes(self, batch_size: int) -> None:
-        check_batch_bytes(batch_size, self.store.signature, self.max_batch_bytes)
-
-    # -- priorities ----------------------------------------------------------
-
     def update_priorities(self, keys: np.ndarray, priorities: np.ndarray) -> int:
-        """Hand priorities to the sampler (PrioritiesNotSupportedError for uniform).
-
-        ValueError if keys are not int64 [M] or priorities not finite,
-        non-negative float32 [M]; a key given twice takes its last priority.
-        """
+        """Hand priorities to the sampler (PrioritiesNotSupportedError for uniform)."""
         keys, priorities = check_priorities(keys, priorities)
         with self._cond:
             return self.sampler.update_priorities(keys, priorities)
 
-    # -- waiting, stats, lifecycle --------------------------------------------
-
-    def _wait(
-        self,
-        ready: Callable[[], bool],
-        kind: str,
-        should_continue: Callable[[], bool] | None,
-        deadline: float | None,
-    ) -> None:
+    def _wait(self, ready: Callable[[], bool], kind: str, patience: Patience) -> None:
         """Under the lock: block until ready(), recording the blocked time."""
         if ready():
             return
-        wait_id = self._next_wait_id
-        self._next_wait_id += 1
-        start = time.monotonic()
-        self._pending[wait_id] = (kind, start)
-        try:
+        with self._blocked_time(kind) as started:
             while not ready():
-                if self._closed:
-                    raise TableClosedError("the replay is shutting down")
-                if should_continue is not None and not should_continue():
-                    raise WaitAbandonedError(f"{kind} abandoned by the caller")
-                slice_s = self._wait_slice_s
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise WaitTimeoutError(
-                            f"{kind} waited {time.monotonic() - start:.1f} s for the rate "
-                            f"limiter ({self._limiter_state()}) and the deadline passed"
-                        )
-                    slice_s = min(slice_s, remaining)
-                self._cond.wait(slice_s)
-        finally:
-            del self._pending[wait_id]
-            blocked = time.monotonic() - start
-            if kind == "insert":
-                self._stats.insert_blocked_s += blocked
-            else:
-                self._stats.sample_blocked_s += blocked
+                self._cond.wait(self._wait_slice(kind, patience, started(), self._wait_slice_s))
 
-    def _limiter_state(self) -> str:
-        lim = self.limiter
-        return (
-            f"size {lim.size}, min_size_to_sample {lim.min_size_to_sample}, "
-            f"inserts {lim.inserts}, samples {lim.samples}"
-        )
-
-    def note_rejected(self) -> None:
-        """Count a refused call (the servicer calls this for its own refusals too)."""
+    def _counts(self) -> TableStats:
         with self._cond:
-            self._stats.rejected_calls += 1
-
-    def stats(self) -> TableStats:
-        """A consistent snapshot of the statistics (including waits still blocked)."""
-        with self._cond:
-            snap = dataclasses.replace(
+            return dataclasses.replace(
                 self._stats,
                 size=self.store.size,
                 inserted_by_actor=dict(self._stats.inserted_by_actor),
                 actor_last_seen_unix=dict(self._stats.actor_last_seen_unix),
             )
-            now = time.monotonic()
-            for kind, start in self._pending.values():
-                if kind == "insert":
-                    snap.insert_blocked_s += now - start
-                else:
-                    snap.sample_blocked_s += now - start
-        if snap.inserted:
-            snap.observed_samples_per_insert = snap.sampled / snap.inserted
-        return snap
-
-    @property
-    def size(self) -> int:
-        """Transitions held now."""
-        with self._cond:
-            return self.store.size
-
-    def wake(self) -> None:
-        """Wake every waiter so it re-checks its caller (used on RPC cancellation)."""
-        with self._cond:
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        """Stop all waiting: blocked and later waits raise TableClosedError."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-
-def check_batch_bytes(
-    batch_size: int, signature: Signature | None, max_batch_bytes: int | None
-) -> None:
-    """BatchTooLargeError if batch_size transitions would not fit in max_batch_bytes."""
-    if max_batch_bytes is None or signature is None:
-        return
-    per = signature.transition_bytes
-    if batch_size * per > max_batch_bytes:
-        raise BatchTooLargeError(
-            f"batch_size {batch_size} x {per} bytes per transition exceeds the "
-            f"{max_batch_bytes} bytes a batch may take; use batch_size <= "
-            f"{max(1, max_batch_bytes // per)}"
-        )
-
-
-def make_sampler(cfg: ReplayConfig) -> Sampler:
-    """The in-process sampler the config names."""
-    if cfg.sampler == "prioritized":
-        return PrioritizedSampler(
-            cfg.capacity, cfg.seed, cfg.priority_exponent, cfg.importance_exponent
-        )
-    return UniformSampler(cfg.seed)
-
-
-def make_limiter(cfg: ReplayConfig) -> SampleToInsertRatio:
-    """The rate limiter the config describes."""
-    return SampleToInsertRatio(cfg.samples_per_insert, cfg.min_size_to_sample, cfg.error_buffer)
-
-
-def build_table(cfg: ReplayConfig, max_batch_bytes: int | None = None) -> Table:
-    """The table a config describes: in memory, or in Redis for a redis:// store."""
-    if is_redis_url(cfg.store):
-        from services.replay.redis_table import RedisTable  # needs redis-py
-
-        return RedisTable.from_config(cfg, max_batch_bytes=max_batch_bytes)
-    return ReplayTable(
-        MemoryStore(cfg.capacity),
-        make_sampler(cfg),
-        make_limiter(cfg),
-        max_insert_transitions=cfg.max_insert_transitions,
-        max_batch_bytes=max_batch_bytes,
-    )
