@@ -25,7 +25,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy actorq services
+	$(BIN)/mypy actorq services commands
 
 pytest: install
 	$(BIN)/pytest -q

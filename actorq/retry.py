@@ -64,9 +64,16 @@ class Outage:
     ``failures`` counts the failed tries of the current outage.
     """
 
-    def __init__(self, log: logging.Logger, what: str) -> None:
+    def __init__(
+        self,
+        log: logging.Logger,
+        what: str,
+        recovery: str = "{what} works again after {failures} failed tries",
+    ) -> None:
         self._log = log
         self.what = what
+        # The line logged when an outage ends ({what} and {failures} filled in).
+        self.recovery = recovery
         self.failures = 0
 
     @property
@@ -89,6 +96,6 @@ class Outage:
         """Close an outage, if one is on (logs ``WHAT works again``); True if one was."""
         if not self.failures:
             return False
-        self._log.info("%s works again after %d failed tries", self.what, self.failures)
+        self._log.info(self.recovery.format(what=self.what, failures=self.failures))
         self.failures = 0
         return True

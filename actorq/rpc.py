@@ -78,6 +78,25 @@ def add_health_and_reflection(
     return health_servicer
 
 
+def service_server(
+    add_servicer: Callable[[Any, grpc.Server], None],
+    servicer: Any,
+    service_name: str,
+    host: str,
+    port: int,
+    max_workers: int = 16,
+) -> tuple[grpc.Server, health.HealthServicer, int]:
+    """A bound, not yet started server for one ActorQ service: its servicer (added with
+    the generated ``add_XServicer_to_server``), health and reflection.
+
+    Returns (server, health servicer, bound port); port 0 picks a free one.
+    """
+    server = make_server(max_workers=max_workers)
+    add_servicer(servicer, server)
+    health_servicer = add_health_and_reflection(server, [service_name])
+    return server, health_servicer, bind(server, host, port)
+
+
 def bind(server: grpc.Server, host: str, port: int) -> int:
     """Bind a port (TLS when ACTORQ_TLS_CERT/KEY are set, see actorq/tls.py); port 0
     picks a free one. Returns the bound port."""

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from actorq import procs
-from actorq.procs import ServiceProcess, free_port
+from commands import procs
+from commands.procs import ServiceProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,7 +23,7 @@ from types import TracebackType
 import pytest
 import redis
 
-from actorq.procs import free_port
+from commands.procs import free_port
 
 INSTALL_HINT = (
     "redis-server not found on PATH: the replay's Redis tests start a real server. "

@@ -40,7 +40,7 @@ def publish(quantizer: ServiceProcess, version: int) -> None:
 
 def serve_actor(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run `actorq serve actor ARGS` to completion (for processes expected to exit)."""
-    cmd = [sys.executable, "-m", "actorq.cli", "serve", "actor", "--port", "0", *args]
+    cmd = [sys.executable, "-m", "commands.cli", "serve", "actor", "--port", "0", *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 

@@ -17,7 +17,7 @@ def test_actor_bench_times_every_variant_and_records_the_machine(tmp_path: Path)
         [
             sys.executable,
             "-m",
-            "actorq.cli",
+            "commands.cli",
             "bench",
             "actor",
             "--widths",

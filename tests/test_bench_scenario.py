@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actorq import config, launcher
-from actorq.bench import scenario
+from actorq import config
 from actorq.config import ConfigError
 from actorq.envs import check_env_id
+from commands.bench import scenario
+from commands.train.args import TrainArgs
+from commands.train.configs import resolve
 from services.actor.config import ActorConfig
 from services.learner.config import LearnerConfig
 from services.quantizer.config import QuantizerConfig
@@ -24,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "actorq.cli", "bench", *args],
+        [sys.executable, "-m", "commands.cli", "bench", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -81,8 +83,8 @@ def test_every_shipped_scenario_resolves_to_configs_every_service_accepts(
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text(yaml.safe_dump(sc.config))
     flags = {k: v for k, v in sc.train.items() if k in ("env", "algo", "actors", "max_env_steps")}
-    args = launcher.TrainArgs(**flags, config=str(overlay))
-    cfg, _ports = launcher.resolve(args, tmp_path)
+    args = TrainArgs(**flags, config=str(overlay))
+    cfg, _ports = resolve(args, tmp_path)
     resolved = tmp_path / "config.yaml"
     resolved.write_text(yaml.safe_dump(cfg))
     for section, cls in (

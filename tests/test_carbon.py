@@ -1,4 +1,4 @@
-"""Energy and CO2 per service (actorq.carbon) and their aggregation by `actorq train`."""
+"""Energy and CO2 per service (commands.carbon) and their aggregation by `actorq train`."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from actorq import carbon
 from actorq.config import ConfigError
+from commands import carbon
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {"replay", "quantizer", "learner", "actor-0"}
@@ -28,7 +28,7 @@ def train(
     cmd = [
         sys.executable,
         "-m",
-        "actorq.cli",
+        "commands.cli",
         "train",
         "--env",
         "CartPole-v1",

@@ -16,14 +16,10 @@ import torch
 
 from actorq.config import ConfigError
 from actorq.transitions import Transitions
-from services.learner.config import LearnerConfig, continuous_env_spaces
-from services.learner.d4pg import (
-    D4PG,
-    PRESETS,
-    D4PGConfig,
-    PolicyNetwork,
-    categorical_projection,
-)
+from services.learner.algorithms import continuous_env_spaces
+from services.learner.config import LearnerConfig
+from services.learner.d4pg import D4PG, PolicyNetwork, categorical_projection
+from services.learner.hyperparams import PRESETS, D4PGConfig
 from services.learner.learner import Learner
 from services.quantizer.graph import expected_tensors
 
@@ -290,7 +286,7 @@ def test_learner_service_refuses_an_env_d4pg_cannot_learn_at_start(
 ) -> None:
     res = subprocess.run(
         [
-            *(sys.executable, "-m", "actorq.cli", "serve", "learner", "--port", "0"),
+            *(sys.executable, "-m", "commands.cli", "serve", "learner", "--port", "0"),
             *("--algo", "d4pg", "--env", env_id),
         ],
         cwd=ROOT,

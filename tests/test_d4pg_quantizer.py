@@ -16,14 +16,13 @@ import torch
 from conftest import ServiceProcess, start_service
 
 from actorq.clients import QuantizerClient
+from actorq.network import ACTION_OUTPUT, OBS_INPUT
 from actorq.ort import make_session
 from actorq.rpc import channel
 from actorq.v1 import common_pb2
 from services.actor.policy import OnnxPolicy
 from services.learner.d4pg import D4PG, D4PGConfig
 from services.quantizer.graph import (
-    ACTION_OUTPUT,
-    OBS_INPUT,
     SpecError,
     WeightsError,
     action_range,

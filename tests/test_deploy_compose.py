@@ -16,8 +16,8 @@ import jsonschema
 import pytest
 import yaml
 
-from actorq import attach
 from actorq.config import load
+from commands import attach
 from deploy import (
     ROOT,
     SERVICES,

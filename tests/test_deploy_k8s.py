@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from actorq import attach
+from commands import attach
 from deploy import K8S, SERVICES, dockerfile_stages, env_vars_read_by, load_compose, render
 
 OVERLAYS = ("dev", "paper")

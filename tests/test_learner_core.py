@@ -17,11 +17,13 @@ from actorq.clients import QuantizerClient
 from actorq.config import ConfigError, from_argv
 from actorq.transitions import Transitions
 from actorq.v1 import common_pb2, quantizer_pb2
+from actorq.workers import RateMeter
 from services.learner import checkpoint
-from services.learner.config import LearnerConfig, env_spaces
-from services.learner.dqn import DQNConfig
+from services.learner.algorithms import env_spaces
+from services.learner.config import LearnerConfig
+from services.learner.hyperparams import DQNConfig
 from services.learner.learner import Learner, Snapshot
-from services.learner.loop import Publisher, RateMeter
+from services.learner.publisher import Publisher
 
 
 def transitions(n: int, start: float = 0.0, seed: int = 0) -> Transitions:

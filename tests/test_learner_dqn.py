@@ -8,7 +8,9 @@ import torch
 
 from actorq.config import ConfigError
 from actorq.transitions import Transitions
-from services.learner.dqn import DQN, Batch, DQNConfig, QNetwork
+from services.learner.common import Batch
+from services.learner.dqn import DQN, QNetwork
+from services.learner.hyperparams import DQNConfig
 
 
 def make_batch(

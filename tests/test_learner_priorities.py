@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from actorq.clients import ReplayClient
-from actorq.procs import free_port
 from actorq.rpc import channel
 from actorq.transitions import SampledBatch, Transitions
+from commands.procs import free_port
 from services.learner.config import LearnerConfig
-from services.learner.dqn import DQNConfig
+from services.learner.hyperparams import DQNConfig
 from services.learner.learner import Learner
-from services.learner.loop import PriorityWriter
+from services.learner.priorities import PriorityWriter
 from services.replay.config import ReplayConfig
 from services.replay.sampler import PrioritizedSampler
 from services.replay.server import build_server
@@ -166,3 +166,21 @@ def test_an_unreachable_replay_never_blocks_submit_and_drops_the_oldest_counted(
             assert writer.sent == 0
         finally:
             writer.stop(timeout=1.0)
+
+
+@pytest.mark.parametrize("replay", ["prioritized"], indirect=True)
+def test_priorities_the_replay_refuses_are_dropped_and_counted_then_sending_goes_on(
+    replay: tuple[ReplayClient, ReplayTable],
+) -> None:
+    client, table = replay
+    writer = PriorityWriter(client)
+    writer.start()
+    try:
+        writer.submit(np.array([1, 2], np.int64), np.array([np.inf, 1.0], np.float32))
+        assert writer.wait_idle(10)
+        writer.submit(np.array([3], np.int64), np.array([2.0], np.float32))
+        assert writer.wait_idle(10)
+    finally:
+        writer.stop()
+    assert (writer.dropped, writer.failures, writer.sent) == (2, 1, 1)
+    np.testing.assert_allclose(leaves(table, [3]), [2.0**ALPHA])

@@ -301,7 +301,7 @@ def quantizer_has_step(client: QuantizerClient, step: int) -> bool:
 
 def serve_learner(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "actorq.cli", "serve", "learner", "--port", "0", *args],
+        [sys.executable, "-m", "commands.cli", "serve", "learner", "--port", "0", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -318,7 +318,7 @@ def test_env_with_continuous_actions_is_refused_at_start() -> None:
 
 def test_checkpoint_of_another_network_is_refused_at_start(tmp_path: Path) -> None:
     from services.learner.config import LearnerConfig
-    from services.learner.dqn import DQNConfig
+    from services.learner.hyperparams import DQNConfig
     from services.learner.learner import Learner as Core
 
     cfg = LearnerConfig(checkpoint_dir=str(tmp_path), dqn=DQNConfig(hidden_sizes=[8]))

@@ -6,12 +6,11 @@ import numpy as np
 import onnx
 import pytest
 
+from actorq.network import OBS_INPUT, Q_VALUES_OUTPUT
 from actorq.ort import make_session
 from actorq.v1 import common_pb2
 from services.quantizer.bench import torch_like_weights
 from services.quantizer.graph import (
-    OBS_INPUT,
-    Q_VALUES_OUTPUT,
     SpecError,
     WeightsError,
     build_onnx,

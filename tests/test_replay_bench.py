@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actorq.bench.replay import Row, _parse, _phases, format_table, medians, memory_ratios
+from commands.bench.replay import Row, _parse, _phases, format_table, medians, memory_ratios
 
 
 def test_the_table_shows_how_many_times_faster_memory_is() -> None:

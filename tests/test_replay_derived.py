@@ -63,17 +63,17 @@ def test_the_table_is_built_with_the_derived_error_buffer() -> None:
 
 @pytest.mark.parametrize("algo", ["dqn", "d4pg"])
 def test_the_embedded_configs_derive_acmes_error_buffer(algo: str) -> None:
-    cfg = load(ReplayConfig, section="replay", file=ROOT / f"actorq/configs/{algo}.yaml", env={})
+    cfg = load(ReplayConfig, section="replay", file=ROOT / f"commands/configs/{algo}.yaml", env={})
     assert cfg.error_buffer is None
     assert cfg.effective_error_buffer == 1_000 * 32 * 0.1
 
 
 def test_the_paper_scenario_keeps_its_deliberately_wide_error_buffer() -> None:
-    scenario = read_file(ROOT / "actorq/scenarios/cartpole-dqn-paper.yaml")
+    scenario = read_file(ROOT / "commands/scenarios/cartpole-dqn-paper.yaml")
     cfg = load(
         ReplayConfig,
         section="replay",
-        file=ROOT / "actorq/configs/dqn.yaml",
+        file=ROOT / "commands/configs/dqn.yaml",
         env={},
         overrides=scenario["config"]["replay"],
     )

@@ -248,7 +248,7 @@ def test_learner_priorities_reach_the_shared_table(
 
 def _serve(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "actorq.cli", "serve", "replay", "--port", "0", *args],
+        [sys.executable, "-m", "commands.cli", "serve", "replay", "--port", "0", *args],
         cwd=ROOT,
         env={**os.environ, "ACTORQ_STORE": url},
         capture_output=True,

@@ -349,7 +349,7 @@ def test_an_insert_held_by_the_ratio_times_out_and_stores_nothing(
 def test_a_deadlock_prone_config_stops_the_service_with_the_fix() -> None:
     result = subprocess.run(
         [
-            *(sys.executable, "-m", "actorq.cli", "serve", "replay", "--port", "0"),
+            *(sys.executable, "-m", "commands.cli", "serve", "replay", "--port", "0"),
             *("--samples-per-insert", "16", "--error-buffer", "4"),
         ],
         cwd=ROOT,

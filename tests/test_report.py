@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from actorq import report
+from commands import report
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -19,7 +19,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "actorq.cli", *args],
+        [sys.executable, "-m", "commands.cli", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

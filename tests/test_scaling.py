@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, ServiceProcess, free_port
 
-from actorq import attach
 from actorq.config import ConfigError, load
+from commands import attach
 from services.actor.config import ActorConfig
 
 
@@ -38,7 +38,7 @@ def test_an_actor_id_without_placeholder_keeps_the_index_seed() -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "actorq.cli", *args], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "commands.cli", *args], capture_output=True, text=True, cwd=ROOT
     )
 
 

@@ -27,9 +27,9 @@ import pytest
 from conftest import ROOT
 from redis_server import RedisServer
 
-from actorq import procs
 from actorq.clients import ActorClient, LearnerClient
 from actorq.rpc import channel
+from commands import procs
 from deploy import dockerfile_stages, environment, image_env, load_compose
 
 PASSWORD = "topology-secret"
@@ -99,7 +99,7 @@ class Topology:
             # The run must outlive the scaling steps: with prioritized replay CartPole
             # can reach compose's 475 within the budget, so the target is lifted here.
             [
-                *(sys.executable, "-m", "actorq.cli", "attach", *args),
+                *(sys.executable, "-m", "commands.cli", "attach", *args),
                 *("--target-return=1e9", f"--max-seconds={budget_s}"),
             ],
             stdout=log,

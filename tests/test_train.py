@@ -45,7 +45,7 @@ REDIS_PASSWORD = "s3cret-not-in-any-file"
 def train(
     out: Path, *args: str, timeout: float = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "actorq.cli", "train", "--out", str(out), "--quiet", *args]
+    cmd = [sys.executable, "-m", "commands.cli", "train", "--out", str(out), "--quiet", *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -153,7 +153,7 @@ def test_int8_dqn_reaches_475_on_cartpole(tmp_path: Path, store: str, budget: in
 
 def test_ctrl_c_stops_every_service_and_still_writes_the_summary(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "actorq.cli", "train", "--env", "CartPole-v1", "--quiet"]
+    cmd = [sys.executable, "-m", "commands.cli", "train", "--env", "CartPole-v1", "--quiet"]
     cmd += ["--max-env-steps", "0", "--out", str(out)]
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -193,7 +193,7 @@ def _pids_with_arg(text: str) -> list[int]:
 def test_services_go_away_when_the_launcher_is_killed(tmp_path: Path) -> None:
     """SIGKILL leaves the launcher no chance to clean up: the death signal must."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "actorq.cli", "train", "--env", "CartPole-v1", "--quiet"]
+    cmd = [sys.executable, "-m", "commands.cli", "train", "--env", "CartPole-v1", "--quiet"]
     cmd += ["--max-env-steps", "0", "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

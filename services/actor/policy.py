@@ -1,6 +1,8 @@
 """A served ONNX policy (fp32 or int8) run with onnxruntime on the CPU: no torch.
 
-Two kinds of graph come from the quantizer, told apart by their output name:
+Two kinds of graph come from the quantizer (``actorq.network``), told apart by
+the kind the model's metadata names (``METADATA_KIND``), or, in an ONNX file
+without it, by the name of its output:
 
 - ``q_values`` float32 [B, num_actions] (``dqn_mlp``): ``act`` is the argmax;
 - ``action`` float32 [B, action_dim] (``d4pg_policy``): the deterministic
@@ -12,11 +14,9 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
+from actorq import network
 from actorq.envs import EnvInfo
 from actorq.ort import make_session
-
-# Output name of continuous (d4pg_policy) graphs, the quantizer's wire contract.
-ACTION_OUTPUT = "action"
 
 
 class PolicyError(ValueError):
@@ -52,7 +52,9 @@ class OnnxPolicy:
             raise PolicyError(f"model v{version}: input shape {shape}, expected [batch, obs_dim]")
         self.input_name = inputs[0].name
         self.output_name = outputs[0].name
-        self.continuous = self.output_name == ACTION_OUTPUT
+        kind = self._network_kind()
+        # Graphs of no known kind are read as Q-values, as any non-action output always was.
+        self.continuous = kind is not None and kind.continuous
         self.obs_dim = int(shape[1])
         self._outputs = [self.output_name]
         # First run also warms the session up, so a swap's load time includes it.
@@ -69,6 +71,23 @@ class OnnxPolicy:
         self._row = np.zeros((1, self.obs_dim), np.float32)
         self._q = np.zeros((1, width), np.float32)
         self._binding = self._bind()
+
+    def _network_kind(self) -> network.Kind | None:
+        """The kind the model's metadata names, else the one its output name implies."""
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        named = metadata.get(network.METADATA_KIND)
+        if named is None:
+            return network.kind_of_output(self.output_name)
+        try:
+            kind = network.kind(named)
+        except ValueError as err:
+            raise PolicyError(f"model v{self.version}: {err}") from None
+        if kind.output != self.output_name:
+            raise PolicyError(
+                f"model v{self.version} is a {kind.name} by its metadata, whose output is "
+                f"{kind.output!r}, but its graph outputs {self.output_name!r}"
+            )
+        return kind
 
     def _bind(self) -> ort.IOBinding | None:
         """Bind the input row and output buffer once; None falls back to session.run."""

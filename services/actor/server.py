@@ -18,7 +18,7 @@ from grpc_health.v1 import health
 from actorq import logs, metrics
 from actorq.clients import QuantizerClient, ReplayClient
 from actorq.config import ConfigError, from_argv
-from actorq.rpc import add_health_and_reflection, bind, channel, make_server, run_until_signalled
+from actorq.rpc import channel, run_until_signalled, service_server
 from actorq.v1 import actor_pb2, actor_pb2_grpc
 from services.actor.config import ActorConfig
 from services.actor.runner import ActorRunner
@@ -56,10 +56,14 @@ def build_server(
         for ch in channels:
             ch.close()
         raise
-    server = make_server(max_workers=4)
-    actor_pb2_grpc.add_ActorServiceServicer_to_server(ActorServicer(runner), server)
-    health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
-    port = bind(server, cfg.host, cfg.port)
+    server, health_servicer, port = service_server(
+        actor_pb2_grpc.add_ActorServiceServicer_to_server,
+        ActorServicer(runner),
+        SERVICE_NAME,
+        cfg.host,
+        cfg.port,
+        max_workers=4,
+    )
     return server, health_servicer, runner, port, channels
 
 

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from actorq.transitions import Transitions
-from services.learner.dqn import DQN, DQNConfig
+from services.learner.dqn import DQN
+from services.learner.hyperparams import DQNConfig
 
 
 def random_batches(

@@ -1,7 +1,8 @@
 """Learner service configuration (flags, ACTORQ_* env, or the ``learner:`` file section).
 
 Nested ``dqn`` settings are ``--dqn-lr`` / ``ACTORQ_DQN_LR`` / ``learner: {dqn: {lr: ...}}``;
-``d4pg`` settings likewise (``--d4pg-preset paper``).
+``d4pg`` settings likewise (``--d4pg-preset paper``). Imports no torch: the
+launcher loads and checks this before any process starts.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from actorq.config import ConfigError, opt
-from actorq.envs import env_info
-from actorq.network import ALGOS, PRECISIONS
-from services.learner.d4pg import D4PGConfig
-from services.learner.dqn import DQNConfig
+from actorq.network import PRECISIONS
+from services.learner.algorithms import ALGORITHMS
+from services.learner.hyperparams import D4PGConfig, DQNConfig
 
 DEFAULT_PORT = 50053
 
@@ -66,36 +66,35 @@ class LearnerConfig:
     dqn: DQNConfig = field(default_factory=DQNConfig)
     d4pg: D4PGConfig = field(default_factory=D4PGConfig)
 
+    # Settings that must be whole numbers >= 1, and durations that must be positive.
+    _AT_LEAST_ONE = (
+        "publish_every_steps",
+        "calibration_size",
+        "torch_threads",
+        "max_pending_priorities",
+    )
+    _POSITIVE_SECONDS = ("checkpoint_every_s", "actors_window_s")
+
     def __post_init__(self) -> None:
-        if self.algo not in ALGOS:
-            raise ConfigError(f"algo {self.algo!r} is not supported; use one of {list(ALGOS)}")
+        if self.algo not in ALGORITHMS:
+            raise ConfigError(f"algo {self.algo!r} is not supported; use one of {list(ALGORITHMS)}")
         for name in ("replay_address", "quantizer_address"):
             if not getattr(self, name).strip():
                 raise ConfigError(f"{name} is empty; give the service's host:port")
-        if self.publish_every_steps < 1:
-            raise ConfigError(
-                f"publish_every_steps must be at least 1, got {self.publish_every_steps}"
-            )
+        for name in self._AT_LEAST_ONE:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in self._POSITIVE_SECONDS:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive seconds, got {getattr(self, name)}")
         if not self.precisions:
             raise ConfigError(f"precisions is empty; name at least one of {list(PRECISIONS)}")
         unknown = [p for p in self.precisions if p not in PRECISIONS]
         if unknown:
             raise ConfigError(f"precisions {unknown} unknown; supported: {list(PRECISIONS)}")
-        if self.calibration_size < 1:
-            raise ConfigError(f"calibration_size must be at least 1, got {self.calibration_size}")
-        if not self.checkpoint_every_s > 0:
-            raise ConfigError(
-                f"checkpoint_every_s must be positive seconds, got {self.checkpoint_every_s}"
-            )
         if self.max_learner_steps < 0:
             raise ConfigError(
                 f"max_learner_steps must be >= 0 (0: never stop), got {self.max_learner_steps}"
-            )
-        if self.torch_threads < 1:
-            raise ConfigError(f"torch_threads must be at least 1, got {self.torch_threads}")
-        if not self.actors_window_s > 0:
-            raise ConfigError(
-                f"actors_window_s must be positive seconds, got {self.actors_window_s}"
             )
         if self.prefetch < 1:
             raise ConfigError(f"prefetch must be at least 1 batch, got {self.prefetch}")
@@ -103,36 +102,8 @@ class LearnerConfig:
             raise ConfigError(
                 f"priority_epsilon must be a positive number, got {self.priority_epsilon}"
             )
-        if self.max_pending_priorities < 1:
-            raise ConfigError(
-                f"max_pending_priorities must be at least 1, got {self.max_pending_priorities}"
-            )
 
     @property
     def batch_size(self) -> int:
         """Transitions per update of the configured algorithm."""
-        return self.d4pg.batch_size if self.algo == "d4pg" else self.dqn.batch_size
-
-
-def env_spaces(env_id: str) -> tuple[int, int]:
-    """(obs_dim, num_actions) of an env with Discrete actions; ConfigError if DQN cannot
-    learn it (the env layer's error for an unknown id or a non-Box observation)."""
-    info = env_info(env_id)
-    if info.continuous:
-        raise ConfigError(
-            f"env {env_id!r} has {info.describe_actions()}; DQN needs Discrete actions "
-            "(use --algo d4pg for it)"
-        )
-    return info.obs_dim, info.num_actions
-
-
-def continuous_env_spaces(env_id: str) -> tuple[int, np.ndarray, np.ndarray]:
-    """(obs_dim, action_low, action_high) of an env with bounded Box actions; ConfigError
-    if D4PG cannot learn it. ``dmc:DOMAIN-TASK`` ids load the dm_control adapter."""
-    info = env_info(env_id)
-    if info.action_low is None or info.action_high is None:
-        raise ConfigError(
-            f"env {env_id!r} has {info.num_actions} discrete actions; D4PG needs a Box of "
-            "continuous actions (use --algo dqn for it)"
-        )
-    return info.obs_dim, info.action_low, info.action_high
+        return ALGORITHMS[self.algo].batch_size(self)

@@ -1,6 +1,6 @@
-"""The learner's core, without a network: an agent (DQN or D4PG) plus what the
-service keeps around it (recent observations for int8 calibration, counters,
-checkpoints).
+"""The learner's core, without a network: an agent (built by the configured row
+of ``algorithms.ALGORITHMS``) plus what the service keeps around it (recent
+observations for int8 calibration, counters, checkpoints).
 
 ``TrainingLoop`` (loop.py) feeds it batches from replay and ships its
 snapshots to the quantizer; tests drive it directly.
@@ -13,17 +13,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import numpy as np
 
 from actorq.config import ConfigError, to_dict
 from actorq.transitions import SampledBatch, Transitions
-from actorq.v1 import common_pb2
 from services.learner import checkpoint
+from services.learner.algorithms import ALGORITHMS, Agent, EnvSpaces
 from services.learner.config import LearnerConfig
-from services.learner.d4pg import D4PG
-from services.learner.dqn import DQN
 
 CHECKPOINT_FORMAT = 1
 
@@ -40,38 +37,10 @@ class Snapshot:
     calibration_obs: np.ndarray | None
 
 
-class Agent(Protocol):
-    """What the learner needs of an algorithm (DQN and D4PG both are one)."""
-
-    steps: int
-    obs_dim: int
-    # Per-transition |TD error| of the latest update, or None if the agent sends
-    # no priorities back (D4PG samples uniformly).
-    last_td_abs: np.ndarray | None
-
-    def update(self, batch: Transitions, weights: np.ndarray | None = None) -> dict[str, float]: ...
-
-    def policy_weights(self) -> dict[str, np.ndarray]: ...
-
-    def network_spec(self) -> common_pb2.NetworkSpec: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-def make_agent(
-    cfg: LearnerConfig,
-    obs_dim: int,
-    num_actions: int = 0,
-    action_bounds: tuple[np.ndarray, np.ndarray] | None = None,
-) -> Agent:
+def make_agent(cfg: LearnerConfig, spaces: EnvSpaces) -> Agent:
     """The configured algorithm for these spaces: DQN needs num_actions, D4PG the bounds."""
-    if cfg.algo == "d4pg":
-        if action_bounds is None:
-            raise ConfigError("algo d4pg needs the env's action bounds (a Box action space)")
-        return D4PG(obs_dim, action_bounds[0], action_bounds[1], cfg.d4pg, seed=cfg.seed)
-    return DQN(obs_dim, num_actions, cfg.dqn, seed=cfg.seed)
+    algorithm = ALGORITHMS[cfg.algo]
+    return algorithm.build(algorithm.settings(cfg), spaces, cfg.seed)
 
 
 class Learner:
@@ -85,7 +54,8 @@ class Learner:
         action_bounds: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.cfg = cfg
-        self.agent = make_agent(cfg, obs_dim, num_actions, action_bounds)
+        self.spaces = EnvSpaces(obs_dim, num_actions, action_bounds)
+        self.agent = make_agent(cfg, self.spaces)
         self.loss = 0.0
         self.mean_q = 0.0
         self.td_abs = 0.0
@@ -110,6 +80,11 @@ class Learner:
     def steps(self) -> int:
         """Completed updates."""
         return self.agent.steps
+
+    def describe(self) -> str:
+        """The algorithm and its network sizes (for the log)."""
+        algorithm = ALGORITHMS[self.cfg.algo]
+        return f"{algorithm.name} {algorithm.describe(algorithm.settings(self.cfg), self.spaces)}"
 
     def train_step(self, sampled: SampledBatch | Transitions) -> dict[str, float]:
         """One update on a sampled batch (replay importance weights included).

@@ -1,7 +1,8 @@
 """gRPC edge of the learner: ``actorq serve learner``.
 
 The servicer only answers GetStatus; the work happens in the TrainingLoop
-(loop.py) around a Learner (learner.py) around a DQN (dqn.py) or D4PG (d4pg.py).
+(loop.py) around a Learner (learner.py) around the agent of the configured
+algorithm (algorithms.py: DQN in dqn.py, D4PG in d4pg.py).
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from grpc_health.v1 import health
 from actorq import logs, metrics
 from actorq.clients import QuantizerClient, ReplayClient
 from actorq.config import ConfigError, from_argv
-from actorq.rpc import add_health_and_reflection, bind, channel, make_server, run_until_signalled
+from actorq.rpc import channel, run_until_signalled, service_server
 from actorq.v1 import learner_pb2, learner_pb2_grpc
 from services.learner.actors import ActorWatch
-from services.learner.config import LearnerConfig, continuous_env_spaces, env_spaces
-from services.learner.d4pg import D4PG
+from services.learner.algorithms import ALGORITHMS
+from services.learner.config import LearnerConfig
 from services.learner.learner import Learner
 from services.learner.loop import TrainingLoop
 
@@ -71,12 +72,8 @@ def build_server(
     that does not fit. A failed training loop sets stop_event (the process then exits).
     """
     torch.set_num_threads(cfg.torch_threads)
-    if cfg.algo == "d4pg":
-        obs_dim, low, high = continuous_env_spaces(cfg.env)
-        learner = Learner(cfg, obs_dim, action_bounds=(low, high))
-    else:
-        obs_dim, num_actions = env_spaces(cfg.env)
-        learner = Learner(cfg, obs_dim, num_actions)
+    spaces = ALGORITHMS[cfg.algo].read_spaces(cfg.env)
+    learner = Learner(cfg, spaces.obs_dim, spaces.num_actions, spaces.action_bounds)
     channels = [channel(cfg.replay_address), channel(cfg.quantizer_address)]
     loop = TrainingLoop(
         cfg,
@@ -88,10 +85,14 @@ def build_server(
     replay = ReplayClient(channels[0])
     watch = ActorWatch(lambda: replay.stats().inserted_by_actor, window_s=cfg.actors_window_s)
     servicer = LearnerServicer(loop, watch)
-    server = make_server(max_workers=4)
-    learner_pb2_grpc.add_LearnerServiceServicer_to_server(servicer, server)
-    health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
-    port = bind(server, cfg.host, cfg.port)
+    server, health_servicer, port = service_server(
+        learner_pb2_grpc.add_LearnerServiceServicer_to_server,
+        servicer,
+        SERVICE_NAME,
+        cfg.host,
+        cfg.port,
+        max_workers=4,
+    )
     return server, health_servicer, loop, port, channels, servicer
 
 
@@ -104,16 +105,12 @@ def main(argv: Sequence[str]) -> None:
         server, health_servicer, loop, port, channels, servicer = build_server(cfg, stop_event)
     except ConfigError as err:
         raise SystemExit(f"actorq serve learner: {err}") from None
-    agent = loop.learner.agent
     log.info(
-        "serving on %s:%d; env %s, %s %s, replay %s, quantizer %s",
+        "serving on %s:%d; env %s, %s, replay %s, quantizer %s",
         cfg.host,
         port,
         cfg.env,
-        cfg.algo,
-        agent.describe()
-        if isinstance(agent, D4PG)
-        else f"network {[agent.obs_dim, *cfg.dqn.hidden_sizes, agent.network_spec().output_dim]}",
+        loop.learner.describe(),
         cfg.replay_address,
         cfg.quantizer_address,
     )

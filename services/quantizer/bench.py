@@ -32,6 +32,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from actorq.network import DQN_MLP, OBS_INPUT, Q_VALUES_OUTPUT
 from actorq.ort import make_session
 from actorq.v1 import common_pb2
 from services.quantizer.graph import (
@@ -78,10 +79,10 @@ def identity_model(obs_dim: int) -> bytes:
     """An ONNX graph copying ``obs`` to ``q_values``: one call of it is the floor."""
     io = [
         helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", obs_dim])
-        for n in ("obs", "q_values")
+        for n in (OBS_INPUT, Q_VALUES_OUTPUT)
     ]
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["obs"], ["q_values"])], "floor", [io[0]], [io[1]]
+        [helper.make_node("Identity", [OBS_INPUT], [Q_VALUES_OUTPUT])], "floor", [io[0]], [io[1]]
     )
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION
@@ -133,7 +134,7 @@ def bench_size(
 ) -> None:
     """Build every variant of one network and print its accuracy and latency table."""
     spec = common_pb2.NetworkSpec(
-        kind="dqn_mlp", obs_dim=obs_dim, hidden_sizes=list(hidden), output_dim=n_out
+        kind=DQN_MLP.name, obs_dim=obs_dim, hidden_sizes=list(hidden), output_dim=n_out
     )
     weights = torch_like_weights(spec)
     fp32 = build_onnx(spec, weights)
@@ -150,12 +151,12 @@ def bench_size(
     for v in variants:
         v.ops = optimized_ops(v.model)
     sessions = {v.name: make_session(v.model) for v in variants}
-    ref = sessions["fp32"].run(None, {"obs": calib})[0]
+    ref = sessions["fp32"].run(None, {OBS_INPUT: calib})[0]
     label = f"obs {obs_dim}, hidden {'x'.join(map(str, hidden))}, {n_out} outputs"
     print(f"\n{label}")
     print(f"  {'variant':<14}{'bytes':>11}  {'max_abs_err':>11} {'agree':>6}  ops")
     for v in variants:
-        out = sessions[v.name].run(None, {"obs": calib})[0]
+        out = sessions[v.name].run(None, {OBS_INPUT: calib})[0]
         err = float(np.abs(out - ref).max())
         agree = float((out.argmax(1) == ref.argmax(1)).mean())
         print(f"  {v.name:<14}{len(v.model):>11}  {err:>11.2e} {agree:>6.3f}  {','.join(v.ops)}")
@@ -168,9 +169,10 @@ def bench_size(
     for batch in batches:
         obs = calib[:batch].copy()
         runs: dict[str, Callable[[], object]] = {
-            name: functools.partial(sess.run, None, {"obs": obs}) for name, sess in sessions.items()
+            name: functools.partial(sess.run, None, {OBS_INPUT: obs})
+            for name, sess in sessions.items()
         }
-        runs["floor"] = functools.partial(floor.run, None, {"obs": obs})
+        runs["floor"] = functools.partial(floor.run, None, {OBS_INPUT: obs})
         for mode, blk, skip, n_rounds in modes:
             med = time_interleaved(runs, n_rounds, block=blk, settle=skip)
             base = med["fp32"]

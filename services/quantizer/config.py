@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import TypedDict
 
 from actorq.config import ConfigError, opt
-from services.quantizer.quantize import INT8_METHODS, PRECISIONS
+from actorq.network import PRECISIONS
+from services.quantizer.quantize import INT8_METHODS
 
 DEFAULT_PORT = 50052
 
@@ -28,7 +29,7 @@ class QuantizerConfig:
     host: str = opt("127.0.0.1", "interface to listen on (0.0.0.0 for all)")
     port: int = opt(DEFAULT_PORT, "gRPC port (0 picks a free one)")
     precisions: list[str] = opt(
-        ["fp32", "int8"],
+        list(PRECISIONS),
         "precisions built for every policy version when the upload names none; "
         "an upload may ask for a subset of these",
     )

@@ -6,8 +6,10 @@ i in 0..len(hidden_sizes) (the last layer is the head). The graph stores each
 weight transposed to [in, out] so every layer is ``MatMul`` + ``Add`` (the
 pattern onnxruntime's int8 quantizers and fusions recognise).
 
-Each network kind registers a ``NetworkKind``: which tensors it expects and how
-to build its graph.
+Tensor, input and output names, the kinds and their activations are the
+learner-quantizer-actor contract of ``actorq.network``; each contract kind
+registers a ``NetworkKind`` here: which tensors it expects and how to build
+its graph. Every model carries its kind in its metadata (``METADATA_KIND``).
 
 - ``dqn_mlp``: obs -> Linear, ReLU, ..., Linear -> ``q_values`` [batch, actions].
 - ``d4pg_policy``: obs -> Linear [-> LayerNorm -> Tanh when ``layer_norm``,
@@ -27,24 +29,28 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from actorq import network
+from actorq.network import (
+    LAYER_NORM_BIAS,
+    LAYER_NORM_WEIGHT,
+    METADATA_KIND,
+    OBS_INPUT,
+    bias_name,
+    weight_name,
+)
 from actorq.v1 import common_pb2
 
 # Opset 17 has everything the planned kinds need (LayerNormalization included)
 # and is well inside what onnxruntime 1.32 runs; IR 8 is the matching IR version.
 OPSET = 17
 IR_VERSION = 8
-OBS_INPUT = "obs"
-Q_VALUES_OUTPUT = "q_values"
-ACTION_OUTPUT = "action"
 BATCH_DIM = "batch"
-# NetworkSpec.activation -> ONNX op ("" means relu).
+# The ONNX op of each hidden activation a contract kind may name.
 ACTIVATION_OPS = {"relu": "Relu", "elu": "Elu"}
-ACTIVATIONS = ("relu",)
-POLICY_ACTIVATIONS = ("relu", "elu")
 # torch.nn.LayerNorm's default epsilon (the learner's policy uses it).
 LAYER_NORM_EPS = 1e-5
-LAYER_NORM_WEIGHT = "layer_norm.weight"
-LAYER_NORM_BIAS = "layer_norm.bias"
+
+Nodes = tuple[list[onnx.NodeProto], list[TensorProto]]
 
 
 class SpecError(ValueError):
@@ -53,16 +59,6 @@ class SpecError(ValueError):
 
 class WeightsError(ValueError):
     """Weights that do not match the NetworkSpec; the message names each tensor."""
-
-
-def weight_name(layer: int) -> str:
-    """Name of layer i's [out, in] weight (torch ``layers.{i}.weight``)."""
-    return f"layers.{layer}.weight"
-
-
-def bias_name(layer: int) -> str:
-    """Name of layer i's [out] bias (torch ``layers.{i}.bias``)."""
-    return f"layers.{layer}.bias"
 
 
 def layer_sizes(spec: common_pb2.NetworkSpec) -> list[int]:
@@ -80,9 +76,7 @@ def linear_shapes(spec: common_pb2.NetworkSpec) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _check_mlp_dims(
-    spec: common_pb2.NetworkSpec, activations: tuple[str, ...] = ACTIVATIONS
-) -> None:
+def _check_mlp_dims(spec: common_pb2.NetworkSpec, contract: network.Kind) -> None:
     if spec.obs_dim <= 0:
         raise SpecError(f"network.obs_dim must be positive, got {spec.obs_dim}")
     if spec.output_dim <= 0:
@@ -90,15 +84,16 @@ def _check_mlp_dims(
     bad = [int(h) for h in spec.hidden_sizes if h <= 0]
     if bad:
         raise SpecError(f"network.hidden_sizes must all be positive, got {list(spec.hidden_sizes)}")
+    activations = contract.activations
     if spec.activation not in ("", *activations):
         raise SpecError(
             f"network.activation {spec.activation!r} is not supported for kind "
-            f"{spec.kind!r}; use one of {list(activations)} (empty means relu)"
+            f"{spec.kind!r}; use one of {list(activations)} (empty means {activations[0]})"
         )
 
 
 def _check_dqn_spec(spec: common_pb2.NetworkSpec) -> None:
-    _check_mlp_dims(spec)
+    _check_mlp_dims(spec, network.DQN_MLP)
     if spec.action_low or spec.action_high:
         raise SpecError(
             "network.action_low/action_high are for continuous policies; a dqn_mlp "
@@ -109,7 +104,7 @@ def _check_dqn_spec(spec: common_pb2.NetworkSpec) -> None:
 
 
 def _check_policy_spec(spec: common_pb2.NetworkSpec) -> None:
-    _check_mlp_dims(spec, POLICY_ACTIVATIONS)
+    _check_mlp_dims(spec, network.D4PG_POLICY)
     dim = int(spec.output_dim)
     if len(spec.action_low) != dim or len(spec.action_high) != dim:
         raise SpecError(
@@ -148,9 +143,9 @@ def _mlp_body(
     spec: common_pb2.NetworkSpec,
     weights: Mapping[str, np.ndarray],
     output: str,
-    activation: str = "relu",
+    activation: str,
     first_layer_norm: bool = False,
-) -> tuple[list[onnx.NodeProto], list[TensorProto]]:
+) -> Nodes:
     """MatMul + Add per layer, the activation between layers; the last Add writes ``output``.
 
     ``first_layer_norm`` replaces the first activation by LayerNormalization
@@ -159,7 +154,7 @@ def _mlp_body(
     nodes: list[onnx.NodeProto] = []
     inits: list[TensorProto] = []
     n_layers = len(spec.hidden_sizes) + 1
-    op = ACTIVATION_OPS[activation or "relu"]
+    op = ACTIVATION_OPS[activation]
     x = OBS_INPUT
     for i in range(n_layers):
         w_t = f"layers.{i}.weight_t"
@@ -175,32 +170,47 @@ def _mlp_body(
         if last:
             break
         if i == 0 and first_layer_norm:
-            for name in (LAYER_NORM_WEIGHT, LAYER_NORM_BIAS):
-                inits.append(numpy_helper.from_array(np.ascontiguousarray(weights[name]), name))
-            normed = "layer_norm.out"
-            nodes.append(
-                helper.make_node(
-                    "LayerNormalization",
-                    [added, LAYER_NORM_WEIGHT, LAYER_NORM_BIAS],
-                    [normed],
-                    name="layer_norm",
-                    axis=-1,
-                    epsilon=LAYER_NORM_EPS,
-                )
-            )
-            x = "layer_norm.tanh"
-            nodes.append(helper.make_node("Tanh", [normed], [x], name=x))
+            x = _layer_norm_block(added, weights, nodes, inits)
             continue
         x = f"layers.{i}.{op.lower()}"
         nodes.append(helper.make_node(op, [added], [x], name=x))
     return nodes, inits
 
 
-def _build_policy_graph(
-    spec: common_pb2.NetworkSpec, weights: Mapping[str, np.ndarray]
-) -> onnx.GraphProto:
+def _layer_norm_block(
+    x: str,
+    weights: Mapping[str, np.ndarray],
+    nodes: list[onnx.NodeProto],
+    inits: list[TensorProto],
+) -> str:
+    """LayerNormalization then Tanh on x (appended to nodes); returns the output's name."""
+    for name in (LAYER_NORM_WEIGHT, LAYER_NORM_BIAS):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(weights[name]), name))
+    normed = "layer_norm.out"
+    nodes.append(
+        helper.make_node(
+            "LayerNormalization",
+            [x, LAYER_NORM_WEIGHT, LAYER_NORM_BIAS],
+            [normed],
+            name="layer_norm",
+            axis=-1,
+            epsilon=LAYER_NORM_EPS,
+        )
+    )
+    out = "layer_norm.tanh"
+    nodes.append(helper.make_node("Tanh", [normed], [out], name=out))
+    return out
+
+
+def _activation(spec: common_pb2.NetworkSpec, contract: network.Kind) -> str:
+    """The spec's hidden activation; empty means the kind's first."""
+    return spec.activation or contract.activations[0]
+
+
+def _policy_nodes(spec: common_pb2.NetworkSpec, weights: Mapping[str, np.ndarray]) -> Nodes:
     head = "head.preact"
-    nodes, inits = _mlp_body(spec, weights, head, spec.activation, bool(spec.layer_norm))
+    activation = _activation(spec, network.D4PG_POLICY)
+    nodes, inits = _mlp_body(spec, weights, head, activation, bool(spec.layer_norm))
     low = np.asarray(spec.action_low, np.float32)
     high = np.asarray(spec.action_high, np.float32)
     # tanh in [-1, 1] -> [low, high]: offset + scale * tanh.
@@ -212,75 +222,49 @@ def _build_policy_graph(
     )
     nodes.append(
         helper.make_node(
-            "Add", ["head.scaled", "action_offset"], [ACTION_OUTPUT], name="head.offset"
+            "Add",
+            ["head.scaled", "action_offset"],
+            [network.D4PG_POLICY.output],
+            name="head.offset",
         )
     )
-    return helper.make_graph(
-        nodes,
-        "d4pg_policy",
-        inputs=[
-            helper.make_tensor_value_info(
-                OBS_INPUT, TensorProto.FLOAT, [BATCH_DIM, int(spec.obs_dim)]
-            )
-        ],
-        outputs=[
-            helper.make_tensor_value_info(
-                ACTION_OUTPUT, TensorProto.FLOAT, [BATCH_DIM, int(spec.output_dim)]
-            )
-        ],
-        initializer=inits,
-    )
+    return nodes, inits
 
 
-def _build_dqn_graph(
-    spec: common_pb2.NetworkSpec, weights: Mapping[str, np.ndarray]
-) -> onnx.GraphProto:
-    nodes, inits = _mlp_body(spec, weights, Q_VALUES_OUTPUT)
-    return helper.make_graph(
-        nodes,
-        "dqn_mlp",
-        inputs=[
-            helper.make_tensor_value_info(
-                OBS_INPUT, TensorProto.FLOAT, [BATCH_DIM, int(spec.obs_dim)]
-            )
-        ],
-        outputs=[
-            helper.make_tensor_value_info(
-                Q_VALUES_OUTPUT, TensorProto.FLOAT, [BATCH_DIM, int(spec.output_dim)]
-            )
-        ],
-        initializer=inits,
-    )
+def _dqn_nodes(spec: common_pb2.NetworkSpec, weights: Mapping[str, np.ndarray]) -> Nodes:
+    contract = network.DQN_MLP
+    return _mlp_body(spec, weights, contract.output, _activation(spec, contract))
 
 
 @dataclass(frozen=True)
 class NetworkKind:
-    """How one ``NetworkSpec.kind`` is checked and turned into a graph."""
+    """How one kind of the contract (``actorq.network.Kind``) is checked and built."""
 
+    contract: network.Kind
     check_spec: Callable[[common_pb2.NetworkSpec], None]
     expected_shapes: Callable[[common_pb2.NetworkSpec], dict[str, tuple[int, ...]]]
-    build_graph: Callable[[common_pb2.NetworkSpec, Mapping[str, np.ndarray]], onnx.GraphProto]
-    # Graph output holding the values actions are chosen from (argmax for DQN)
-    # or the actions themselves (continuous kinds).
-    output_name: str
-    # True when the output is the action (compared with fp32 by distance, not argmax).
-    continuous: bool = False
+    # The graph's nodes and initializers, from OBS_INPUT to the contract's output.
+    build_nodes: Callable[[common_pb2.NetworkSpec, Mapping[str, np.ndarray]], Nodes]
+
+    @property
+    def output_name(self) -> str:
+        """Graph output holding the values actions are chosen from (argmax for DQN)
+        or the actions themselves (continuous kinds)."""
+        return self.contract.output
+
+    @property
+    def continuous(self) -> bool:
+        """True when the output is the action (compared with fp32 by distance, not argmax)."""
+        return self.contract.continuous
 
 
+# Adding a network kind: its contract entry in actorq.network, and one row here.
 KINDS: dict[str, NetworkKind] = {
-    "dqn_mlp": NetworkKind(
-        check_spec=_check_dqn_spec,
-        expected_shapes=linear_shapes,
-        build_graph=_build_dqn_graph,
-        output_name=Q_VALUES_OUTPUT,
-    ),
-    "d4pg_policy": NetworkKind(
-        check_spec=_check_policy_spec,
-        expected_shapes=policy_shapes,
-        build_graph=_build_policy_graph,
-        output_name=ACTION_OUTPUT,
-        continuous=True,
-    ),
+    kind.contract.name: kind
+    for kind in (
+        NetworkKind(network.DQN_MLP, _check_dqn_spec, linear_shapes, _dqn_nodes),
+        NetworkKind(network.D4PG_POLICY, _check_policy_spec, policy_shapes, _policy_nodes),
+    )
 }
 
 
@@ -341,18 +325,32 @@ def build_onnx(spec: common_pb2.NetworkSpec, weights: Mapping[str, np.ndarray]) 
 
     Input ``obs`` float32 [batch, obs_dim] with a dynamic batch; for ``dqn_mlp``
     output ``q_values`` float32 [batch, output_dim], for ``d4pg_policy`` output
-    ``action`` float32 [batch, output_dim] within the spec's bounds.
+    ``action`` float32 [batch, output_dim] within the spec's bounds. The model's
+    metadata names its kind (``actorq.network.METADATA_KIND``).
     """
     kind = check_spec(spec)
     check_weights(spec, weights)
-    graph = kind.build_graph(spec, weights)
+    nodes, inits = kind.build_nodes(spec, weights)
+    graph = helper.make_graph(
+        nodes,
+        kind.contract.name,
+        inputs=[_float_io(OBS_INPUT, spec.obs_dim)],
+        outputs=[_float_io(kind.output_name, spec.output_dim)],
+        initializer=inits,
+    )
     model = helper.make_model(
         graph,
         producer_name="actorq-quantizer",
         opset_imports=[helper.make_opsetid("", OPSET)],
         ir_version=IR_VERSION,
     )
+    helper.set_model_props(model, {METADATA_KIND: kind.contract.name})
     return model
+
+
+def _float_io(name: str, width: int) -> onnx.ValueInfoProto:
+    """A float32 [batch, width] graph input or output."""
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH_DIM, int(width)])
 
 
 def output_name(spec: common_pb2.NetworkSpec) -> str:

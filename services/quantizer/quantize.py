@@ -46,11 +46,10 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from services.quantizer.graph import OBS_INPUT
+from actorq.network import OBS_INPUT
 
 Int8Method = Literal["dynamic", "static_qdq"]
 INT8_METHODS: tuple[str, ...] = ("dynamic", "static_qdq")
-PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 SYNTHETIC_SEED = 0
 
 

@@ -1,17 +1,19 @@
 """The served models: latest artifact per precision, with long-poll waiting.
 
 A policy version is committed all at once (every precision it was built for
-appears together) and versions only go up. Waiters block on one
-``threading.Condition``: a commit, a cancelled caller (``wake``) or shutdown
-(``close``) wakes them; nothing polls.
+appears together) and versions only go up. What is served is one immutable
+snapshot, replaced whole by a commit, so readers never wait for a lock and
+never see half a version. Waiters block on one ``threading.Condition``: a
+commit, a cancelled caller (``wake``) or shutdown (``close``) wakes them;
+nothing polls.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from actorq.v1 import common_pb2
 
@@ -32,40 +34,44 @@ class StoredArtifact:
     data: bytes
 
 
+@dataclass(frozen=True)
+class _Served:
+    """One moment of the registry: the newest version and its artifacts."""
+
+    version: int = 0  # newest committed policy version (0 before the first)
+    versions_built: int = 0  # how many versions were committed
+    latest: Mapping[str, StoredArtifact] = field(default_factory=dict)
+
+    def check_newer(self, version: int) -> None:
+        if version <= self.version:
+            raise StaleVersionError(
+                f"policy_version {version} is not newer than the served policy_version "
+                f"{self.version}; versions must strictly increase"
+            )
+
+
 class ModelRegistry:
     """Latest validated artifact per precision, thread-safe."""
 
     def __init__(self, precisions: Sequence[str]) -> None:
         self.precisions = tuple(precisions)
-        self._cond = threading.Condition()
-        self._latest: dict[str, StoredArtifact] = {}
-        self._version = 0
-        self._versions_built = 0
+        self._cond = threading.Condition()  # guards commits and closing; wakes waiters
+        self._served = _Served()
         self._closed = False
 
     @property
     def version(self) -> int:
         """The newest committed policy version (0 before the first)."""
-        with self._cond:
-            return self._version
+        return self._served.version
 
     @property
     def versions_built(self) -> int:
         """How many policy versions have been committed."""
-        with self._cond:
-            return self._versions_built
+        return self._served.versions_built
 
     def check_newer(self, version: int) -> None:
         """StaleVersionError unless version is newer than the served one."""
-        with self._cond:
-            self._check_newer_locked(version)
-
-    def _check_newer_locked(self, version: int) -> None:
-        if version <= self._version:
-            raise StaleVersionError(
-                f"policy_version {version} is not newer than the served policy_version "
-                f"{self._version}; versions must strictly increase"
-            )
+        self._served.check_newer(version)
 
     def commit(self, version: int, artifacts: Sequence[StoredArtifact]) -> None:
         """Serve all artifacts of one version at once and wake every waiter.
@@ -82,22 +88,20 @@ class ModelRegistry:
             if artifact.meta.precision not in self.precisions:
                 raise ValueError(f"precision {artifact.meta.precision!r} is not served here")
         with self._cond:
-            self._check_newer_locked(version)
-            for artifact in artifacts:
-                self._latest[artifact.meta.precision] = artifact
-            self._version = version
-            self._versions_built += 1
+            served = self._served
+            served.check_newer(version)
+            latest = {**served.latest, **{a.meta.precision: a for a in artifacts}}
+            self._served = _Served(version, served.versions_built + 1, latest)
             self._cond.notify_all()
 
     def latest(self, precision: str) -> StoredArtifact | None:
         """The newest artifact of precision, or None if none was ever built."""
-        with self._cond:
-            return self._latest.get(precision)
+        return self._served.latest.get(precision)
 
     def all_latest(self) -> list[StoredArtifact]:
         """The newest artifact of each precision that has one, in configured order."""
-        with self._cond:
-            return [self._latest[p] for p in self.precisions if p in self._latest]
+        latest = self._served.latest
+        return [latest[p] for p in self.precisions if p in latest]
 
     def wait_newer(
         self,
@@ -115,7 +119,7 @@ class ModelRegistry:
         deadline = time.monotonic() + max(0.0, wait_s)
         with self._cond:
             while True:
-                found = self._latest.get(precision)
+                found = self._served.latest.get(precision)
                 if found is not None and found.meta.version > newer_than:
                     return found
                 if self._closed:
@@ -132,6 +136,6 @@ class ModelRegistry:
 
     def close(self) -> None:
         """Stop all current and future waits with RegistryClosedError."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        # Set before the notify, which takes the lock: no waiter can miss it.
+        self._closed = True
+        self.wake()

@@ -18,10 +18,8 @@ from actorq import logs, metrics
 from actorq.config import from_argv
 from actorq.rpc import (
     PART_BYTES,
-    add_health_and_reflection,
-    bind,
-    make_server,
     run_until_signalled,
+    service_server,
 )
 from actorq.v1 import quantizer_pb2, quantizer_pb2_grpc
 from services.quantizer.config import QuantizerConfig
@@ -134,11 +132,16 @@ class QuantizerServicer(quantizer_pb2_grpc.QuantizerServiceServicer):
         self, request: quantizer_pb2.ListModelsRequest, context: grpc.ServicerContext
     ) -> quantizer_pb2.ListModelsResponse:
         """Latest artifact per precision plus build/reject counters."""
-        return quantizer_pb2.ListModelsResponse(
-            artifacts=[a.meta for a in self._registry.all_latest()],
-            versions_built=self._registry.versions_built,
-            rejected_uploads=self._core.rejected_uploads,
-        )
+        return list_models(self._core)
+
+
+def list_models(core: Quantizer) -> quantizer_pb2.ListModelsResponse:
+    """What the quantizer serves: latest artifact per precision, build/reject counters."""
+    return quantizer_pb2.ListModelsResponse(
+        artifacts=[a.meta for a in core.registry.all_latest()],
+        versions_built=core.registry.versions_built,
+        rejected_uploads=core.rejected_uploads,
+    )
 
 
 def build_server(
@@ -146,10 +149,14 @@ def build_server(
 ) -> tuple[grpc.Server, health.HealthServicer, Quantizer, int]:
     """A bound (not yet started) quantizer server: (server, health, core, port)."""
     core = Quantizer(cfg)
-    server = make_server(max_workers=cfg.max_workers)
-    quantizer_pb2_grpc.add_QuantizerServiceServicer_to_server(QuantizerServicer(core), server)
-    health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
-    port = bind(server, cfg.host, cfg.port)
+    server, health_servicer, port = service_server(
+        quantizer_pb2_grpc.add_QuantizerServiceServicer_to_server,
+        QuantizerServicer(core),
+        SERVICE_NAME,
+        cfg.host,
+        cfg.port,
+        cfg.max_workers,
+    )
     return server, health_servicer, core, port
 
 
@@ -165,14 +172,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         ",".join(cfg.precisions),
         cfg.int8_method,
     )
-    metrics.serve_from_env(
-        "quantizer",
-        lambda: metrics.quantizer_samples(
-            quantizer_pb2.ListModelsResponse(
-                artifacts=[a.meta for a in core.registry.all_latest()],
-                versions_built=core.registry.versions_built,
-                rejected_uploads=core.rejected_uploads,
-            )
-        ),
-    )
+    metrics.serve_from_env("quantizer", lambda: metrics.quantizer_samples(list_models(core)))
     run_until_signalled(server, health_servicer, on_stop=core.registry.close)

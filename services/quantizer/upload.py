@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from actorq import tensor
+from actorq.network import PRECISIONS
 from actorq.v1 import common_pb2, quantizer_pb2
 from services.quantizer import graph
-from services.quantizer.quantize import PRECISIONS
 
 
 class InvalidUploadError(ValueError):

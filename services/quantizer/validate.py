@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from actorq.network import OBS_INPUT
 from actorq.ort import make_session
-from services.quantizer.graph import OBS_INPUT
 
 # Continuous actions "agree" when every dimension is within this fraction of its
 # range (0.05 of [-1, 1] is 0.1): about the smallest change that moves a

@@ -20,10 +20,8 @@ from actorq import logs, metrics, tensor
 from actorq.config import from_argv
 from actorq.rpc import (
     MAX_MESSAGE_BYTES,
-    add_health_and_reflection,
-    bind,
-    make_server,
     run_until_signalled,
+    service_server,
 )
 from actorq.v1 import replay_pb2, replay_pb2_grpc
 from actorq.workers import Prefetcher
@@ -268,12 +266,14 @@ def build_server(
 ) -> tuple[grpc.Server, health.HealthServicer, Table, int]:
     """A bound (not yet started) replay server: (server, health, table, port)."""
     table = build_table(cfg, max_batch_bytes=MAX_MESSAGE_BYTES - _BATCH_HEADROOM_BYTES)
-    server = make_server(max_workers=cfg.max_workers)
-    replay_pb2_grpc.add_ReplayServiceServicer_to_server(
-        ReplayServicer(table, cfg.sample_prefetch), server
+    server, health_servicer, port = service_server(
+        replay_pb2_grpc.add_ReplayServiceServicer_to_server,
+        ReplayServicer(table, cfg.sample_prefetch),
+        SERVICE_NAME,
+        cfg.host,
+        cfg.port,
+        cfg.max_workers,
     )
-    health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
-    port = bind(server, cfg.host, cfg.port)
     return server, health_servicer, table, port
 
 

@@ -1,6 +1,6 @@
 """`actorq bench --scenario NAME`: fp32 vs int8 training runs over seeds, then the report.
 
-A scenario is a YAML file shipped in ``actorq/scenarios/`` (or any path):
+A scenario is a YAML file shipped in ``commands/scenarios/`` (or any path):
 
     description: one line
     precisions: [fp32, int8]       # default precisions to compare
@@ -28,20 +28,18 @@ from typing import Any
 
 import yaml
 
-from actorq.carbon import DEFAULT_COUNTRY, check_country
 from actorq.config import ConfigError
 from actorq.network import PRECISIONS
+from commands.carbon import DEFAULT_COUNTRY, check_country
+from commands.train.args import FIELDS, flag
 
-# `actorq train` flags a scenario may set; precision, seed and out are set per run.
-TRAIN_KEYS = (
-    "env",
-    "algo",
-    "actors",
-    "max_env_steps",
-    "max_seconds",
-    "target_return",
-    "eval_episodes",
-    "replay_store",
+# `actorq train` settings a scenario may set: precision, seed and out are set per run,
+# the config overlay, quiet and carbon by the bench.
+TRAIN_KEYS = tuple(
+    name
+    for name in FIELDS
+    if name
+    not in ("precision", "seed", "out", "config", "quiet", "carbon_tracking", "carbon_country")
 )
 SCENARIO_KEYS = ("description", "precisions", "train", "config")
 
@@ -68,7 +66,7 @@ class RunSpec:
 
 
 def _scenario_dir() -> Any:
-    return resources.files("actorq").joinpath("scenarios")
+    return resources.files("commands").joinpath("scenarios")
 
 
 def scenario_names() -> list[str]:
@@ -104,7 +102,7 @@ def load_scenario(name_or_path: str) -> Scenario:
         text, name, source = (
             entry.read_text(),
             name_or_path,
-            f"actorq/scenarios/{name_or_path}.yaml",
+            f"commands/scenarios/{name_or_path}.yaml",
         )
     data = yaml.safe_load(text) or {}
     if not isinstance(data, dict):
@@ -154,11 +152,11 @@ def train_command(
     quiet: bool,
 ) -> list[str]:
     """The `actorq train` command line of one run."""
-    cmd = [sys.executable, "-m", "actorq.cli", "train"]
+    cmd = [sys.executable, "-m", "commands.cli", "train"]
     for key, value in scenario.train.items():
         if value is None:
             continue
-        cmd += [f"--{key.replace('_', '-')}", str(value)]
+        cmd += [flag(key), str(value)]
     cmd += ["--precision", run.precision, "--seed", str(run.seed), "--out", str(run.out)]
     cmd += ["--carbon-country", carbon_country]
     if config_path is not None:
@@ -289,7 +287,7 @@ def main(argv: list[str]) -> int:
     )
     try:
         if args.actor_bench:
-            from actorq.bench.actor import main as actor_bench
+            from commands.bench.actor import main as actor_bench
 
             actor_bench(["--out", str(out / "bench-actor.json")])
         records = run_bench(
@@ -304,7 +302,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print(f"\nactorq bench: interrupted; finished runs are in {out}/runs", file=sys.stderr)
         return 130
-    from actorq import report
+    from commands import report
 
     code = report.main([str(out), "--out", str(out)])
     failed = [r for r in records if r["returncode"] != 0]

@@ -6,7 +6,7 @@ The offline tracker takes the country from us (``--carbon-country``, default
 ``DEFAULT_COUNTRY``) and needs no network.
 
 Each service process tracks itself (``tracking_mode="process"``) from the start
-of ``actorq serve`` to its end (``actorq.cli.serve``), when the launcher asked
+of ``actorq serve`` to its end (``commands.cli.serve``), when the launcher asked
 for it through environment variables (``CarbonSettings.env``).
 At the end it writes two files to the run's carbon directory: codecarbon's own
 ``emissions-LABEL.csv`` and our ``LABEL.json`` record, which says how power was

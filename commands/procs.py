@@ -116,7 +116,7 @@ def start(
     label: str | None = None,
     cwd: Path | None = None,
 ) -> ServiceProcess:
-    """Start `python -m actorq.cli serve NAME --host H --port P ARGS` (no health wait)."""
+    """Start `python -m commands.cli serve NAME --host H --port P ARGS` (no health wait)."""
     port = port or free_port(host)
     label = label or name
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -130,7 +130,7 @@ def start(
     cmd = [
         sys.executable,
         "-m",
-        "actorq.cli",
+        "commands.cli",
         "serve",
         name,
         "--host",

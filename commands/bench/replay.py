@@ -42,10 +42,10 @@ from typing import Any
 import grpc
 import numpy as np
 
-from actorq import procs
 from actorq.clients import ReplayClient
 from actorq.rpc import channel
 from actorq.transitions import Transitions
+from commands import procs
 from services.replay.store import check_store, is_redis_url, redact_url
 
 # Processes start with spawn: gRPC does not survive fork.

@@ -8,10 +8,13 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from actorq import carbon, procs
+from commands import carbon, procs
 
 SERVICES = ("replay", "quantizer", "learner", "actor")
 BENCHES = ("actor", "replay")
+# The other commands: each module's main(argv) -> exit code, imported only when run
+# (`actorq serve` imports no command).
+COMMANDS = {"train": "commands.train.run", "attach": "commands.attach", "report": "commands.report"}
 
 
 def serve(service: str, argv: Sequence[str]) -> int:
@@ -70,25 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not rest or rest[0] not in SERVICES:
             parser.error(f"actorq serve needs one of {', '.join(SERVICES)}")
         return serve(rest[0], rest[1:])
-    if command == "attach":
-        import actorq.attach as attach
-
-        return attach.main(rest)
     if command == "health":
         return health(rest)
-    if command == "train":
-        import actorq.launcher as launcher
-
-        return launcher.main(rest)
     if command == "bench":
         # `actorq bench actor|replay ...` or `actorq bench --scenario NAME ...`.
-        if rest and rest[0] in BENCHES:
-            module = importlib.import_module(f"actorq.bench.{rest[0]}")
-            return int(module.main(rest[1:]) or 0)
-        module = importlib.import_module("actorq.bench.scenario")
-        return int(module.main(rest) or 0)
-    if command == "report":
-        module = importlib.import_module("actorq.report")
+        bench = rest[0] if rest and rest[0] in BENCHES else "scenario"
+        module = importlib.import_module(f"commands.bench.{bench}")
+        return int(module.main(rest[1:] if bench != "scenario" else rest) or 0)
+    if command in COMMANDS:
+        module = importlib.import_module(COMMANDS[command])
         return int(module.main(rest) or 0)
     parser.error(f"unknown command {command!r}")
     return 2

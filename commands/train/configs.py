@@ -1,0 +1,168 @@
+"""Every process's configuration for one ``actorq train``, built and checked before any starts.
+
+The merged configuration (the embedded ``commands/configs/ALGO.yaml``, then
+``--config FILE`` laid over it) gives each service its section; the launcher
+adds what only it knows (ports and addresses, env, algorithm, seed, precision,
+the per-actor budget, where checkpoints go), and each service's own config
+dataclass is built from that with ``actorq.config.load``: the checks the
+service process makes when it starts, made here first. A setting a service
+would refuse stops the run before any process starts, with the service's own
+sentence. The run directory's config.yaml is written from these dataclasses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from actorq import config
+from actorq.config import ConfigError, redact_url
+from commands import procs
+from commands.train.args import TrainArgs, deep_merge, default_config, read_overlay
+from services.actor.config import ActorConfig
+from services.learner.config import LearnerConfig
+from services.quantizer.config import QuantizerConfig
+from services.replay.config import ReplayConfig
+
+T = TypeVar("T")
+HOST = "127.0.0.1"
+SERVICE_CONFIGS: dict[str, type] = {
+    "replay": ReplayConfig,
+    "quantizer": QuantizerConfig,
+    "learner": LearnerConfig,
+    "actor": ActorConfig,
+}
+SECTIONS = ("train", *SERVICE_CONFIGS)
+# Settings of one process, not of its service: they travel as flags, not in config.yaml.
+PER_PROCESS = ("host", "port", "actor_index")
+
+
+class RefusedSettings(Exception):
+    """A service refuses the settings this run would give it.
+
+    ``actorq train`` exits 1, as it did when the service's process refused
+    them at start.
+    """
+
+
+@dataclass
+class RunConfig:
+    """The launcher's settings and every service's, validated."""
+
+    train: TrainArgs
+    replay: ReplayConfig
+    quantizer: QuantizerConfig
+    learner: LearnerConfig
+    actors: list[ActorConfig]  # actor i: actor_index i, its own port
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Port of each single service (actors have their own, in ``actors``)."""
+        return {
+            "replay": self.replay.port,
+            "quantizer": self.quantizer.port,
+            "learner": self.learner.port,
+        }
+
+    def file(self) -> dict[str, Any]:
+        """config.yaml: the ``train:`` section and each service's settings.
+
+        The replay store appears redacted: the replay process alone gets the
+        real URL (ACTORQ_STORE, which beats the file).
+        """
+        train = {**self.train.file_section(), "replay_store": redact_url(self.train.replay_store)}
+        replay = {**_shared(self.replay), "store": redact_url(self.replay.store)}
+        return {
+            "train": train,
+            "replay": replay,
+            "quantizer": _shared(self.quantizer),
+            "learner": _shared(self.learner),
+            "actor": _shared(self.actors[0]),
+        }
+
+
+def _shared(cfg: Any) -> dict[str, Any]:
+    return {k: v for k, v in config.to_dict(cfg).items() if k not in PER_PROCESS}
+
+
+def check_sections(data: Mapping[str, Any], where: str) -> None:
+    """ConfigError for a section a config file may not have; RefusedSettings for a
+    setting its service does not know (both naming the file and the key)."""
+    for name, section in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"{where}: unknown section {name!r}; sections: {', '.join(SECTIONS)}")
+        if name == "train" or section is None:
+            continue
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"{where}: section {name!r} must be a mapping of settings")
+        # The floor's own key flattening and field listing, as load() uses them.
+        known = {dotted for dotted, _f, _t in config._leaves(SERVICE_CONFIGS[name])}
+        unknown = [k for k in config._flatten(section) if k not in known]
+        if unknown:
+            raise RefusedSettings(f"{where}: unknown setting {unknown[0]!r} in section {name!r}")
+
+
+def merged_config(args: TrainArgs) -> dict[str, Any]:
+    """The embedded default of the run's algorithm with --config laid over it, checked."""
+    merged = default_config(args.algo)
+    check_sections(merged, f"commands/configs/{args.algo}.yaml")
+    if args.config:
+        overlay = read_overlay(args.config)
+        check_sections(overlay, args.config)
+        merged = deep_merge(merged, overlay)
+    return merged
+
+
+def _build(cls: type[T], name: str, merged: Mapping[str, Any], **launcher: Any) -> T:
+    """A service's config from its section and the launcher's settings, as its process
+    will load it (its ACTORQ_* environment included: the children inherit ours)."""
+    section = config._flatten(merged.get(name) or {})
+    try:
+        return config.load(cls, flags=section, overrides=launcher)
+    except ConfigError as err:
+        raise RefusedSettings(f"{name} refuses its settings: {err}") from None
+
+
+def resolve_run(args: TrainArgs, out: Path) -> RunConfig:
+    """Every process's validated configuration, with free loopback ports assigned."""
+    merged = merged_config(args)
+    port = {name: procs.free_port(HOST) for name in ("replay", "quantizer", "learner")}
+    # What every process of the run shares.
+    run = {
+        "env": args.env,
+        "seed": args.seed,
+        "replay_address": f"{HOST}:{port['replay']}",
+        "quantizer_address": f"{HOST}:{port['quantizer']}",
+    }
+    # The real store URL, which may hold a password, is checked here and written nowhere.
+    replay = _build(
+        ReplayConfig, "replay", merged, host=HOST, port=port["replay"], seed=args.seed,
+        store=args.replay_store,
+    )  # fmt: skip
+    quantizer = _build(QuantizerConfig, "quantizer", merged, host=HOST, port=port["quantizer"])
+    learner_own = {"host": HOST, "port": port["learner"], "algo": args.algo}
+    # A checkpoint directory the configuration names stays; else the run directory's.
+    if "checkpoint_dir" not in config._flatten(merged.get("learner") or {}):
+        learner_own["checkpoint_dir"] = str(out / "checkpoints")
+    learner = _build(LearnerConfig, "learner", merged, **run, **learner_own)
+    actor_own = {
+        "host": HOST,
+        "num_actors": args.actors,
+        "precision": args.precision,
+        # The run's budget, split over the actors.
+        "max_env_steps": math.ceil(args.max_env_steps / args.actors) if args.max_env_steps else 0,
+    }
+    actors = []
+    for i in range(args.actors):
+        own = {**actor_own, "actor_index": i, "port": procs.free_port(HOST)}
+        actors.append(_build(ActorConfig, "actor", merged, **run, **own))
+    return RunConfig(args, replay, quantizer, learner, actors)
+
+
+def resolve(args: TrainArgs, out: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """config.yaml's content for a run into ``out``, and the services' ports."""
+    run = resolve_run(args, out)
+    return run.file(), run.ports

@@ -1,0 +1,153 @@
+"""Greedy evaluation of the served policy while a run goes on, and at its end."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import grpc
+
+from actorq.clients import FetchedModel, QuantizerClient
+from actorq.envs import max_episode_return
+from actorq.network import PRECISIONS
+from actorq.rpc import channel
+from commands.train.args import TrainArgs
+from commands.train.state import RunState
+from commands.train.summary import EvalFailure, EvalRecord, append_eval
+
+
+class Evaluator(threading.Thread):
+    """Greedy episodes with the newest served artifact of the run's precision.
+
+    Runs in the launcher process, off the services' CPUs as far as a 2-core
+    box allows; its time counts in wall time like everything else.
+    """
+
+    def __init__(self, args: TrainArgs, quantizer_addr: str, state: RunState, out: Path) -> None:
+        super().__init__(name="evaluator", daemon=True)
+        self.args = args
+        self.state = state
+        self.out = out
+        self.stop_event = threading.Event()
+        self._channel = channel(quantizer_addr)
+        self._client = QuantizerClient(self._channel)
+        self._bound = max_episode_return(args.env)
+        self.error: str = ""
+        # Other-precision artifacts of evaluated versions: (version, precision) -> model.
+        self.twins: dict[tuple[int, str], FetchedModel] = {}
+
+    def evaluate_latest(
+        self, precision: str, newer_than: int = 0, wait_s: float = 0.0, early_stop: bool = True
+    ) -> EvalRecord | None:
+        """Evaluate the newest artifact of a precision newer than ``newer_than``.
+
+        Also keeps the other precision's artifact of the same version, so the
+        version that reaches the target can be evaluated in both precisions.
+        """
+        fetched = self._client.fetch(precision, newer_than=newer_than, wait_s=wait_s)
+        if fetched is None:
+            return None
+        version = int(fetched.artifact.version)
+        for other in PRECISIONS:
+            if other != precision:
+                twin = self._client.fetch(other, newer_than=version - 1)
+                if twin is not None and twin.artifact.version == version:
+                    # Keep only the newest: paper-size fp32 models are 34 MB each.
+                    self.twins = {(version, other): twin}
+        return self.evaluate_model(fetched, precision, early_stop)
+
+    def evaluate_model(self, fetched: FetchedModel, precision: str, early_stop: bool) -> EvalRecord:
+        """Greedy episodes with one artifact; written to evals.jsonl."""
+        from services.actor.evaluate import evaluate
+        from services.actor.policy import OnnxPolicy
+
+        with self.state.lock:
+            env_steps = self.state.env_steps
+        started = time.monotonic()
+        version = int(fetched.artifact.version)
+        policy = OnnxPolicy(fetched.data, version, precision)
+        result = evaluate(
+            policy,
+            self.args.env,
+            episodes=self.args.eval_episodes,
+            seed=self.args.seed + 10_000 + version,
+            target_return=self.args.target_return if early_stop else None,
+            max_episode_return=self._bound if early_stop else None,
+        )
+        record = EvalRecord(
+            t_s=round(self.state.elapsed(), 3),
+            version=version,
+            precision=precision,
+            mean_return=float(result.mean),
+            episodes=int(result.episodes_run),
+            stopped_early=bool(result.stopped_early),
+            env_steps=env_steps,
+            duration_s=round(time.monotonic() - started, 3),
+        )
+        append_eval(self.out, record)
+        return record
+
+    def run(self) -> None:
+        version = 0
+        while not self.stop_event.is_set():
+            try:
+                record = self.evaluate_latest(self.args.precision, newer_than=version, wait_s=2.0)
+            except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.NOT_FOUND:
+                    continue
+                if self.stop_event.is_set():
+                    return
+                self.error = f"{err.code().name}: {err.details()}"
+                self.stop_event.wait(1.0)
+                continue
+            if record is None:
+                continue
+            version = record.version
+            self.state.add_eval(record, self.args.target_return)
+            self.stop_event.wait(self.args.eval_every_s)
+
+    def stop(self) -> None:
+        """Stop evaluating while training goes on and wait for the evaluation under way."""
+        self.stop_event.set()
+        self.join(timeout=120)
+
+    def final_models(self, reached: EvalRecord | None) -> dict[str, FetchedModel | EvalFailure]:
+        """The artifacts the final evaluation runs, fetched while the quantizer still serves.
+
+        With a target reached: the other precision's artifact of the version that
+        reached it (already kept while evaluating). Otherwise: the newest served
+        artifact of each precision, or why there is none.
+        """
+        if reached is not None:
+            return {p: twin for (v, p), twin in self.twins.items() if v == reached.version}
+        out: dict[str, FetchedModel | EvalFailure] = {}
+        for precision in PRECISIONS:
+            try:
+                fetched = self._client.fetch(precision)
+            except grpc.RpcError as err:
+                out[precision] = EvalFailure(f"{err.code().name}: {err.details()}")
+                continue
+            if fetched is not None:
+                out[precision] = fetched
+        return out
+
+    def final_evals(
+        self, reached: EvalRecord | None, models: Mapping[str, FetchedModel | EvalFailure]
+    ) -> dict[str, EvalRecord | EvalFailure]:
+        """Both precisions of one version, full episodes (see final_models)."""
+        out: dict[str, EvalRecord | EvalFailure] = {}
+        if reached is not None:
+            out[reached.precision] = reached
+        for precision, fetched in models.items():
+            out[precision] = (
+                fetched
+                if isinstance(fetched, EvalFailure)
+                else self.evaluate_model(fetched, precision, early_stop=False)
+            )
+        return out
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self._channel.close()

@@ -1,0 +1,235 @@
+"""Following a run: what ``actorq train`` and ``actorq attach`` both do while it goes on.
+
+A ``Watch`` holds the clients of a run's services, its state and its
+evaluator. ``monitor()`` polls the services every ``poll_s``, writes a line to
+metrics.jsonl, shows progress and stops at the target, a budget, a stall or a
+failure; ``finish()`` runs the final evaluations and builds the ``RunSummary``.
+The launcher's ``Run`` adds the processes it started; ``actorq attach`` counts
+env steps as replay's inserts, since it polls no actor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from actorq.clients import ActorClient, LearnerClient, QuantizerClient, ReplayClient
+from actorq.rpc import channel
+from actorq.v1 import actor_pb2, learner_pb2, replay_pb2
+from commands.train import summary as summaries
+from commands.train.args import TrainArgs
+from commands.train.evaluator import Evaluator
+from commands.train.progress import Progress, status_line
+from commands.train.state import RunState, StopCheck
+from commands.train.summary import METRICS_FILE, EvalFailure, EvalRecord, RunSummary
+
+T = TypeVar("T")
+# The run's settings a summary repeats, under the same names.
+RUN_SETTINGS = ("env", "algo", "precision", "actors", "seed", "target_return")
+
+
+def answer(call: Callable[[], T]) -> T | None:
+    """A status RPC's answer, or None when the service did not answer."""
+    try:
+        return call()
+    except grpc.RpcError:
+        return None
+
+
+@dataclass
+class Snapshot:
+    """One poll of the services' status RPCs (None where a service did not answer)."""
+
+    learner: learner_pb2.LearnerStatus | None = None
+    replay: replay_pb2.ReplayStats | None = None
+    # Per polled actor, in the order of Watch.actors.
+    actors: list[actor_pb2.ActorStatus | None] = field(default_factory=list)
+
+    @property
+    def answering_actors(self) -> list[actor_pb2.ActorStatus]:
+        return [a for a in self.actors if a is not None]
+
+
+class Watch:
+    """The clients, state and evaluator of a run whose services are at known addresses."""
+
+    # Where to look when the run stalls ('': nowhere in particular).
+    logs_hint = ""
+
+    def __init__(
+        self,
+        args: TrainArgs,
+        out: Path,
+        addresses: Mapping[str, str],
+        actors: Mapping[str, str] | None = None,
+    ) -> None:
+        """``addresses``: replay, quantizer and learner; ``actors``: label -> address of the
+        actors to poll (none: env steps must come from elsewhere, see ``env_steps``)."""
+        self.args = args
+        self.out = out
+        self.addresses = dict(addresses)
+        self.state = RunState()
+        self.progress = Progress(args.quiet)
+        names = {**self.addresses, **(actors or {})}
+        self._channels = {name: channel(address) for name, address in names.items()}
+        self.replay = ReplayClient(self._channels["replay"])
+        self.learner = LearnerClient(self._channels["learner"])
+        self.quantizer = QuantizerClient(self._channels["quantizer"])
+        self.actors = {name: ActorClient(self._channels[name]) for name in actors or {}}
+        self.evaluator = Evaluator(args, self.addresses["quantizer"], self.state, out)
+        self.last = Snapshot()
+        self._stop = StopCheck(args)
+
+    # ------------------------------------------------------------ one poll
+
+    def poll(self) -> Snapshot:
+        """Every service's status now."""
+        return Snapshot(
+            learner=answer(self.learner.status),
+            replay=answer(self.replay.stats),
+            actors=[answer(c.status) for c in self.actors.values()],
+        )
+
+    def env_steps(self, snap: Snapshot) -> int | None:
+        """The run's env steps by this poll: the actors' own counts."""
+        return sum(a.env_steps for a in snap.answering_actors)
+
+    def dead_service(self) -> tuple[str, str]:
+        """(stop reason, what to print) when a service is gone; ('', '') otherwise."""
+        return "", ""
+
+    def failed_service(self, snap: Snapshot) -> str:
+        """A reason to stop when a service reports its loop failed (it may still serve)."""
+        if snap.learner is not None and snap.learner.state == "failed":
+            return f"learner failed: {snap.learner.error}"
+        for name, status in zip(self.actors, snap.actors, strict=True):
+            if status is not None and status.state == "failed":
+                return f"{name} failed: {status.error}"
+        return ""
+
+    def record(self, snap: Snapshot) -> dict[str, Any]:
+        """Fold one poll into the run state; returns its metrics.jsonl row."""
+        state, learner = self.state, snap.learner
+        steps = self.env_steps(snap)
+        sps = sum(a.env_steps_per_s for a in snap.answering_actors) if self.actors else None
+        with state.lock:
+            if steps is not None:
+                state.env_steps = max(state.env_steps, steps)
+            if learner is not None:
+                state.learner_steps = learner.learner_steps
+                state.actor_counts.append(learner.active_actors)
+            latest = state.evals[-1] if state.evals else None
+        if sps:
+            state.sps_samples.append(sps)
+        self.last = snap
+        return {
+            "t_s": round(state.elapsed(), 3),
+            "env_steps": state.env_steps,
+            "env_steps_per_s": round(sps, 1) if sps is not None else None,
+            "learner_steps": state.learner_steps,
+            "learner_steps_per_s": round(learner.learner_steps_per_s, 1) if learner else None,
+            "loss": learner.loss if learner else None,
+            "model_version": learner.published_version if learner else None,
+            "replay_size": snap.replay.size if snap.replay else None,
+            # Actors replay heard from recently, as the learner counts them.
+            "active_actors": learner.active_actors if learner else None,
+            "eval_return": latest.mean_return if latest else None,
+            "eval_version": latest.version if latest else None,
+            "actor_versions": [a.model_version if a else None for a in snap.actors],
+        }
+
+    def step(self, metrics: Any) -> tuple[str, str]:
+        """One poll: (stop reason, what to print), or ('', '') to go on."""
+        dead = self.dead_service()
+        if dead[0]:
+            return dead
+        snap = self.poll()
+        failed = self.failed_service(snap)
+        if failed:
+            return failed, f"stopping: {failed}"
+        row = self.record(snap)
+        metrics.write(json.dumps(row) + "\n")
+        metrics.flush()
+        self.progress.show(status_line(self.args, row, self.state.elapsed()))
+        with self.state.lock:
+            reached = self.state.reached
+        reason = self._stop.reason(self.state, reached)
+        if reason.startswith("stalled"):
+            return reason, f"stopping: {reason}{self.logs_hint}"
+        return reason, ""
+
+    # ------------------------------------------------------------ the run
+
+    def monitor(self) -> None:
+        """Poll until the target, a budget, a stall or a failure ends the run
+        (``state.stop_reason`` says which). Ctrl-C reaches the caller."""
+        with open(self.out / METRICS_FILE, "a") as metrics:
+            while not self.state.stop_reason:
+                time.sleep(self.args.poll_s)
+                self.state.stop_reason, message = self.step(metrics)
+                if message:
+                    self.progress.done()
+                    print(message, file=sys.stderr)
+        self.progress.done()
+
+    def stop_serving(self) -> None:
+        """Called once the final models are fetched, before they are evaluated."""
+
+    def finish(self) -> RunSummary:
+        """Stop evaluating, run the final evaluations, and summarize the run.
+
+        The final models are fetched while the quantizer still serves; then
+        ``stop_serving`` runs, so that the final evaluation (in this process,
+        on models already fetched) is not counted in the services' energy.
+        """
+        state = self.state
+        wall_s = state.elapsed()
+        self.evaluator.stop()
+        models = answer(self.quantizer.list_models)
+        final_models = self.evaluator.final_models(state.reached)
+        self.close()
+        self.stop_serving()
+        final = self.evaluator.final_evals(state.reached, final_models)
+        return self.summarize(models, final, wall_s)
+
+    def bare_summary(self) -> RunSummary:
+        """What any summary of this run says, whatever it measured."""
+        return RunSummary(
+            **{name: getattr(self.args, name) for name in RUN_SETTINGS},
+            stop_reason=self.state.stop_reason,
+            run_dir=str(self.out),
+            services=dict(self.addresses),
+        )
+
+    def summarize(
+        self, models: Any, final: Mapping[str, EvalRecord | EvalFailure], wall_s: float
+    ) -> RunSummary:
+        """The run's summary from its state, the last poll and the final evaluations."""
+        state, learner = self.state, self.last.learner
+        actors = self.last.answering_actors
+        return dataclasses.replace(
+            self.bare_summary(),
+            env_steps=state.env_steps,
+            learner_steps=learner.learner_steps if learner else state.learner_steps,
+            wall_s=round(wall_s, 3),
+            **summaries.eval_figures(final, state.evals, state.reached),
+            **summaries.model_figures(models),
+            **(summaries.actor_figures(actors) if self.actors else {}),
+            observed_env_steps_per_s=summaries.median_or_none(state.sps_samples),
+            learner_steps_per_s=round(learner.learner_steps_per_s, 1) if learner else None,
+            active_actors=summaries.active_actor_figures(state.actor_counts),
+        )
+
+    def close(self) -> None:
+        """Close every channel (the evaluator's too); idempotent."""
+        self.evaluator.close()
+        for ch in self._channels.values():
+            ch.close()

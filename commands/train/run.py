@@ -1,0 +1,204 @@
+"""`actorq train`: one run of the whole system on this machine.
+
+Checks every service's settings, then starts replay, quantizer, learner and N
+actors as separate OS processes on loopback ports (exactly what the containers
+run: `actorq serve NAME`), waits for their gRPC health checks, evaluates the
+served policy greedily as it improves, shows live progress, stops at the
+target or the budget, shuts every process down (also on Ctrl-C) and writes
+the run directory:
+
+    DIR/config.yaml      resolved configuration of every service
+    DIR/metrics.jsonl    one JSON line of progress per poll
+    DIR/evals.jsonl      every greedy evaluation
+    DIR/summary.json     the run's results (energy_kwh/emissions_kg and `carbon`)
+    DIR/carbon/          each service's codecarbon CSV and carbon record
+    DIR/logs/*.log       each service's log
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from actorq.config import ConfigError
+from actorq.envs import check_env_id
+from actorq.metrics import METRICS_PORT_ENV
+from commands import carbon, procs
+from commands.train.args import TrainArgs, add_flags, load_train_args
+from commands.train.configs import HOST, RefusedSettings, RunConfig, resolve_run
+from commands.train.monitor import Watch
+from commands.train.progress import budget_line, result_line
+from commands.train.summary import CarbonSummary, RunSummary, clear_results, from_dict
+
+log = logging.getLogger("actorq.train")
+
+
+class Run(Watch):
+    """One ``actorq train``: the service processes it starts, their clients, the
+    evaluator and the run state (the monitor is ``Watch.monitor``)."""
+
+    def __init__(self, plan: RunConfig, out: Path, settings: carbon.CarbonSettings | None) -> None:
+        actors = {f"actor-{a.actor_index}": f"{HOST}:{a.port}" for a in plan.actors}
+        addresses = {name: f"{HOST}:{port}" for name, port in plan.ports.items()}
+        super().__init__(plan.train, out, addresses, actors)
+        self.plan = plan
+        self.carbon = settings
+        self.processes: list[procs.ServiceProcess] = []
+        self.logs_hint = f"; see {out / 'logs'}"
+
+    def _start(
+        self, name: str, port: int, label: str = "", flags: Sequence[str] = (), **env: str
+    ) -> None:
+        label = label or name
+        # Metrics off in every child: one ACTORQ_METRICS_PORT from the user's shell
+        # would be bound by the first service and make the next ones fail to start.
+        env = {**(self.carbon.env(label) if self.carbon else {}), METRICS_PORT_ENV: "0", **env}
+        config = ["--config", str(self.out / "config.yaml"), *flags]
+        svc = procs.start(name, config, self.out / "logs", port=port, env=env, label=label)
+        self.processes.append(svc)
+
+    def start(self) -> None:
+        """Start replay and quantizer, then the learner and the actors; wait for each to be
+        healthy; start evaluating."""
+        plan, timeout = self.plan, self.args.startup_timeout_s
+        # The store URL may carry a password: the replay process alone gets it.
+        self._start("replay", plan.replay.port, ACTORQ_STORE=self.args.replay_store)
+        self._start("quantizer", plan.quantizer.port)
+        procs.wait_all_healthy(self.processes, timeout)
+        self._start("learner", plan.learner.port)
+        for actor in plan.actors:
+            index = str(actor.actor_index)
+            self._start("actor", actor.port, f"actor-{index}", ["--actor-index", index])
+        procs.wait_all_healthy(self.processes, timeout)
+        self.progress.show(
+            f"all {len(self.processes)} services healthy after {self.state.elapsed():.1f}s"
+        )
+        self.evaluator.start()
+
+    def dead_service(self) -> tuple[str, str]:
+        dead = [s for s in self.processes if not s.alive() and s.proc.returncode != 0]
+        if not dead:
+            return "", ""
+        reason = f"{dead[0].name} exited with code {dead[0].proc.returncode}"
+        return reason, f"{reason}; its log ends:\n{dead[0].log_tail()}"
+
+    def stop_serving(self) -> None:
+        """Stop every process: actors first, so their final flush still finds replay up."""
+        actors = [s for s in self.processes if s.name in self.actors]
+        procs.stop_all(actors)
+        procs.stop_all([s for s in self.processes if s not in actors])
+
+    def account(self, summary: RunSummary) -> RunSummary:
+        """Add what the processes leave behind: pids, exit codes, energy; then write it."""
+        summary.mode = "train"
+        summary.pids = {s.name: s.pid for s in self.processes}
+        summary.exit_codes = {s.name: s.proc.returncode for s in self.processes}
+        summary.energy_kwh, summary.emissions_kg, summary.carbon = carbon_figures(
+            self.carbon, [s.name for s in self.processes]
+        )
+        summary.run_dir = str(self.out)
+        summary.write(self.out)
+        return summary
+
+
+def carbon_figures(
+    settings: carbon.CarbonSettings | None, labels: list[str]
+) -> tuple[float | None, float | None, CarbonSummary]:
+    """Energy, CO2 (None, never 0, when not measured) and the carbon record of a run."""
+    if settings is None:
+        agg = carbon.unavailable("carbon tracking was turned off (--no-carbon)")
+    elif not labels:
+        agg = carbon.unavailable("no service was started")
+    else:
+        agg = carbon.aggregate(settings.dir, labels)
+    info = from_dict(CarbonSummary, agg)
+    total = info.total if info.status == "ok" else None
+    return (
+        total["energy_kwh"] if total else None,
+        total["emissions_kg"] if total else None,
+        info,
+    )
+
+
+def prepare(args: TrainArgs) -> tuple[RunConfig, Path]:
+    """Check the run's settings and every service's; then clear the run directory of an
+    earlier run's results. Nothing has started yet."""
+    check_env_id(args.env)
+    if args.carbon_tracking:
+        args.carbon_country = carbon.check_country(args.carbon_country)
+    out = Path(
+        args.out or f"runs/{args.env}-{args.algo}-{args.precision}-s{args.seed}-{int(time.time())}"
+    )
+    plan = resolve_run(args, out)
+    clear_results(out)
+    # A train run starts afresh: an old run's checkpoint in the same directory
+    # would otherwise be resumed by the learner.
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    shutil.rmtree(out / "carbon", ignore_errors=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(plan.file(), sort_keys=False))
+    return plan, out
+
+
+def run(args: TrainArgs) -> RunSummary:
+    """Run one training; returns the summary (also written to DIR/summary.json)."""
+    plan, out = prepare(args)
+    settings = (
+        carbon.CarbonSettings(str(out / "carbon"), args.carbon_country)
+        if args.carbon_tracking
+        else None
+    )
+    session = Run(plan, out, settings)
+    print(
+        f"actorq train: {args.env} {args.algo} {args.precision}, {args.actors} actor(s), "
+        f"seed {args.seed}; {budget_line(args)}; run dir {out}",
+        file=sys.stderr,
+    )
+    summary: RunSummary | None = None
+    try:
+        session.start()
+        session.monitor()
+        summary = session.finish()
+    except KeyboardInterrupt:
+        session.state.stop_reason = "interrupted"
+        session.progress.done()
+        print("interrupted: stopping services", file=sys.stderr)
+    finally:
+        session.close()
+        session.stop_serving()
+    if summary is None:
+        summary = session.bare_summary()
+        summary.stop_reason = summary.stop_reason or "failed"
+    return session.account(summary)
+
+
+def parse_args(argv: Sequence[str]) -> TrainArgs:
+    """``actorq train``'s flags over the config's ``train:`` sections (see ``args``)."""
+    p = argparse.ArgumentParser(
+        prog="actorq train", description="Train with int8 (or fp32) actors."
+    )
+    add_flags(p)
+    return load_train_args(vars(p.parse_args(list(argv))))
+
+
+def main(argv: Sequence[str]) -> int:
+    """``actorq train ...``: exit 0 when the target or a budget ended the run."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s launcher %(levelname)s %(message)s"
+    )
+    try:
+        summary = run(parse_args(argv))
+    except ConfigError as err:
+        print(f"actorq train: {err}", file=sys.stderr)
+        return 2
+    except (RefusedSettings, RuntimeError) as err:
+        print(f"actorq train failed: {err}", file=sys.stderr)
+        return 1
+    print(result_line(summary))
+    return 0 if summary.ended_as_planned else 1
