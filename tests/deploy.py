@@ -219,6 +219,8 @@ def render(directory: Path) -> list[dict[str, Any]]:
 
 def deploy_script(name: str) -> ModuleType:
     """deploy/NAME.py as a module (deploy/ is a folder of scripts, not a package)."""
+    if str(ROOT / "deploy") not in sys.path:
+        sys.path.append(str(ROOT / "deploy"))  # they import each other, as when run
     spec = importlib.util.spec_from_file_location(name, ROOT / "deploy" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -1,4 +1,4 @@
-"""deploy/compose_check.py's accounting of acknowledged transitions, without Docker:
+"""deploy/compose_stack.py's accounting of acknowledged transitions, without Docker:
 what each actor's processes counted as acknowledged against what Redis holds."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 
 from deploy import ROOT, deploy_script
 
-check = deploy_script("compose_check")
+check = deploy_script("compose_stack")
 
 
 def stopped(sent: int) -> str:
