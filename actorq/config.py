@@ -41,14 +41,14 @@ def opt(default: Any, help: str, **kwargs: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
 
 
-def _leaves(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field[Any], Any]]:
+def leaves(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field[Any], Any]]:
     """(dotted name, field, resolved type) for every leaf field, nested included."""
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            out.extend(_leaves(typing.cast(type, tp), f"{prefix}{f.name}."))
+            out.extend(leaves(typing.cast(type, tp), f"{prefix}{f.name}."))
         else:
             out.append((f"{prefix}{f.name}", f, tp))
     return out
@@ -110,12 +110,13 @@ def _build(cls: type[T], flat: Mapping[str, Any], prefix: str = "") -> T:
     return cls(**kwargs)
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested settings mapping as dotted keys: {"dqn": {"lr": 1}} -> {"dqn.lr": 1}."""
     out: dict[str, Any] = {}
     for k, v in data.items():
         key = f"{prefix}{str(k).replace('-', '_')}"
         if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{key}."))
+            out.update(flatten(v, f"{key}."))
         else:
             out[key] = v
     return out
@@ -134,7 +135,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one --flag per leaf field of cls (default None: unset flags don't override)."""
-    for dotted, f, tp in _leaves(cls):
+    for dotted, f, tp in leaves(cls):
         flag = "--" + dotted.replace(".", "-").replace("_", "-")
         parser.add_argument(
             flag, dest=dotted, default=None, help=f.metadata.get("help", ""), metavar=_metavar(tp)
@@ -158,18 +159,18 @@ def load(
     overrides: Mapping[str, Any] | None = None,
 ) -> T:
     """Resolve cls from its sources; raises ConfigError on a bad value or unknown key."""
-    leaves = {dotted: tp for dotted, _f, tp in _leaves(cls)}
+    types_of = {dotted: tp for dotted, _f, tp in leaves(cls)}
     values: dict[str, Any] = {}
     if file is not None:
         data = read_file(file)
         if section is not None:
             data = data.get(section) or {}
-        for key, raw in _flatten(data).items():
-            if key not in leaves:
+        for key, raw in flatten(data).items():
+            if key not in types_of:
                 raise ConfigError(f"{file}: unknown setting {key!r} in section {section!r}")
-            _set(values, key, _parse_value(raw, leaves[key], key))
+            _set(values, key, _parse_value(raw, types_of[key], key))
     env = os.environ if env is None else env
-    for dotted, tp in leaves.items():
+    for dotted, tp in types_of.items():
         var = ENV_PREFIX + dotted.replace(".", "_").upper()
         if var in env:
             _set(values, dotted, _parse_value(env[var], tp, var))
@@ -177,9 +178,9 @@ def load(
         for key, raw in source.items():
             if raw is None:
                 continue
-            if key not in leaves:
+            if key not in types_of:
                 raise ConfigError(f"unknown setting {key!r} for {cls.__name__}")
-            _set(values, key, _parse_value(raw, leaves[key], key))
+            _set(values, key, _parse_value(raw, types_of[key], key))
     try:
         return _build(cls, values)
     except TypeError as err:

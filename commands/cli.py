@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from commands import carbon, procs
 
 SERVICES = ("replay", "quantizer", "learner", "actor")
-BENCHES = ("actor", "replay")
+BENCHES = ("actor", "learner", "replay")
 # The other commands: each module's main(argv) -> exit code, imported only when run
 # (`actorq serve` imports no command).
 COMMANDS = {"train": "commands.train.run", "attach": "commands.attach", "report": "commands.report"}

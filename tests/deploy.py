@@ -64,7 +64,7 @@ PROCESS_ENV_VARS = {
 
 def env_vars_read_by(service: str) -> set[str]:
     """Every ACTORQ_* variable `actorq serve SERVICE` reads."""
-    leaves = config._leaves(service_config(service))
+    leaves = config.leaves(service_config(service))
     names = {config.ENV_PREFIX + dotted.replace(".", "_").upper() for dotted, _f, _t in leaves}
     return names | PROCESS_ENV_VARS
 

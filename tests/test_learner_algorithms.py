@@ -6,6 +6,7 @@ behave the same for every agent."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from actorq.network import ALGO_KINDS, ALGOS, bias_name, weight_name
 from actorq.transitions import Transitions
 from services.learner import common
 from services.learner.algorithms import ALGORITHMS, EnvSpaces
+from services.learner.common import resolve_device
 from services.learner.config import LearnerConfig
 from services.learner.d4pg import D4PG
 from services.learner.dqn import DQN
@@ -64,7 +66,7 @@ def test_each_row_names_the_learner_config_section_holding_its_settings() -> Non
 @pytest.mark.parametrize("algo", list(ALGORITHMS))
 def test_each_row_builds_an_agent_publishing_its_contract_kind(algo: str) -> None:
     algorithm = ALGORITHMS[algo]
-    agent = algorithm.build(algorithm.settings(SMALL), SPACES[algo], 0)
+    agent = algorithm.build(algorithm.settings(SMALL), SPACES[algo], 0, resolve_device("cpu"))
     assert agent.network_spec().kind == ALGO_KINDS[algo].name
 
 
@@ -91,11 +93,12 @@ def test_each_row_reads_the_spaces_it_needs(
 
 
 def test_the_log_line_describes_the_chosen_algorithms_networks() -> None:
-    assert Learner(SMALL, 4, 2).describe() == "dqn network [4, 8, 2]"
+    where = r" on (cpu \(\d+ torch threads?\)|cuda:\d+ \(.*\))"
+    assert re.fullmatch(r"dqn network \[4, 8, 2\]" + where, Learner(SMALL, 4, 2).describe())
     d4pg = Learner(
         dataclasses.replace(SMALL, algo="d4pg"), 3, action_bounds=SPACES["d4pg"].action_bounds
     )
-    assert d4pg.describe() == "d4pg policy [3, 8, 2], critic [5, 8, 51]"
+    assert re.fullmatch(r"d4pg policy \[3, 8, 2\], critic \[5, 8, 51\]" + where, d4pg.describe())
 
 
 @pytest.mark.parametrize("algo", list(ALGORITHMS))
@@ -103,7 +106,7 @@ def test_embedded_default_learner_sections_are_valid_for_their_algorithm(algo: s
     cfg = config.load(
         LearnerConfig,
         section="learner",
-        file=ROOT / "actorq" / "configs" / f"{algo}.yaml",
+        file=ROOT / "commands" / "configs" / f"{algo}.yaml",
         env={},
         overrides={"algo": algo},
     )

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61\x63torq/v1/learner.proto\x12\tactorq.v1\"\x16\n\x14LearnerStatusRequest\"\x88\x03\n\rLearnerStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x15\n\rlearner_steps\x18\x02 \x01(\x03\x12\x1b\n\x13learner_steps_per_s\x18\x03 \x01(\x01\x12\x0c\n\x04loss\x18\x04 \x01(\x01\x12\x0e\n\x06mean_q\x18\x05 \x01(\x01\x12\x19\n\x11published_version\x18\x06 \x01(\x03\x12\x17\n\x0flast_publish_ms\x18\x07 \x01(\x01\x12\x18\n\x10publish_failures\x18\x08 \x01(\x03\x12\x17\n\x0f\x63heckpoint_step\x18\t \x01(\x03\x12\x1c\n\x14last_checkpoint_unix\x18\n \x01(\x01\x12\x19\n\x11resumed_from_step\x18\x0b \x01(\x03\x12\r\n\x05\x65rror\x18\x0c \x01(\t\x12\x1b\n\x13transitions_sampled\x18\r \x01(\x03\x12\x17\n\x0fpriorities_sent\x18\x0e \x01(\x03\x12\x1a\n\x12priorities_dropped\x18\x0f \x01(\x03\x12\x15\n\ractive_actors\x18\x10 \x01(\x05\x32X\n\x0eLearnerService\x12\x46\n\tGetStatus\x12\x1f.actorq.v1.LearnerStatusRequest\x1a\x18.actorq.v1.LearnerStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61\x63torq/v1/learner.proto\x12\tactorq.v1\"\x16\n\x14LearnerStatusRequest\"\xe3\x03\n\rLearnerStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x15\n\rlearner_steps\x18\x02 \x01(\x03\x12\x1b\n\x13learner_steps_per_s\x18\x03 \x01(\x01\x12\x0c\n\x04loss\x18\x04 \x01(\x01\x12\x0e\n\x06mean_q\x18\x05 \x01(\x01\x12\x19\n\x11published_version\x18\x06 \x01(\x03\x12\x17\n\x0flast_publish_ms\x18\x07 \x01(\x01\x12\x18\n\x10publish_failures\x18\x08 \x01(\x03\x12\x17\n\x0f\x63heckpoint_step\x18\t \x01(\x03\x12\x1c\n\x14last_checkpoint_unix\x18\n \x01(\x01\x12\x19\n\x11resumed_from_step\x18\x0b \x01(\x03\x12\r\n\x05\x65rror\x18\x0c \x01(\t\x12\x1b\n\x13transitions_sampled\x18\r \x01(\x03\x12\x17\n\x0fpriorities_sent\x18\x0e \x01(\x03\x12\x1a\n\x12priorities_dropped\x18\x0f \x01(\x03\x12\x15\n\ractive_actors\x18\x10 \x01(\x05\x12\x10\n\x08warmup_s\x18\x11 \x01(\x01\x12\x15\n\rsample_wait_s\x18\x12 \x01(\x01\x12\x10\n\x08update_s\x18\x13 \x01(\x01\x12\x0e\n\x06loop_s\x18\x14 \x01(\x01\x12\x0e\n\x06\x64\x65vice\x18\x15 \x01(\t2X\n\x0eLearnerService\x12\x46\n\tGetStatus\x12\x1f.actorq.v1.LearnerStatusRequest\x1a\x18.actorq.v1.LearnerStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LEARNERSTATUSREQUEST']._serialized_start=38
   _globals['_LEARNERSTATUSREQUEST']._serialized_end=60
   _globals['_LEARNERSTATUS']._serialized_start=63
-  _globals['_LEARNERSTATUS']._serialized_end=455
-  _globals['_LEARNERSERVICE']._serialized_start=457
-  _globals['_LEARNERSERVICE']._serialized_end=545
+  _globals['_LEARNERSTATUS']._serialized_end=546
+  _globals['_LEARNERSERVICE']._serialized_start=548
+  _globals['_LEARNERSERVICE']._serialized_end=636
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,11 @@ class TrainArgs:
     max_seconds: float = opt(0.0, "wall-clock budget (0: none)")
     target_return: float | None = opt(None, "stop when a greedy evaluation's mean reaches it")
     replay_store: str = opt("memory", "replay store: memory, or a Redis URL redis://HOST:PORT/DB")
+    learner_device: str | None = opt(
+        None,
+        "where the learner trains: auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N "
+        "(default: the config's learner.device, auto)",
+    )
     out: str = opt("", "run directory (default runs/ENV-ALGO-PREC-sSEED-TIME)")
     config: str | None = opt(None, "YAML overlay on the embedded default config")
     eval_episodes: int = opt(20, "greedy episodes per evaluation (the target needs their mean)")

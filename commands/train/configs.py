@@ -13,6 +13,7 @@ sentence. The run directory's config.yaml is written from these dataclasses.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,8 +100,8 @@ def check_sections(data: Mapping[str, Any], where: str) -> None:
         if not isinstance(section, Mapping):
             raise ConfigError(f"{where}: section {name!r} must be a mapping of settings")
         # The floor's own key flattening and field listing, as load() uses them.
-        known = {dotted for dotted, _f, _t in config._leaves(SERVICE_CONFIGS[name])}
-        unknown = [k for k in config._flatten(section) if k not in known]
+        known = {dotted for dotted, _f, _t in config.leaves(SERVICE_CONFIGS[name])}
+        unknown = [k for k in config.flatten(section) if k not in known]
         if unknown:
             raise RefusedSettings(f"{where}: unknown setting {unknown[0]!r} in section {name!r}")
 
@@ -119,7 +120,7 @@ def merged_config(args: TrainArgs) -> dict[str, Any]:
 def _build(cls: type[T], name: str, merged: Mapping[str, Any], **launcher: Any) -> T:
     """A service's config from its section and the launcher's settings, as its process
     will load it (its ACTORQ_* environment included: the children inherit ours)."""
-    section = config._flatten(merged.get(name) or {})
+    section = config.flatten(merged.get(name) or {})
     try:
         return config.load(cls, flags=section, overrides=launcher)
     except ConfigError as err:
@@ -143,9 +144,14 @@ def resolve_run(args: TrainArgs, out: Path) -> RunConfig:
         store=args.replay_store,
     )  # fmt: skip
     quantizer = _build(QuantizerConfig, "quantizer", merged, host=HOST, port=port["quantizer"])
-    learner_own = {"host": HOST, "port": port["learner"], "algo": args.algo}
+    learner_own: dict[str, Any] = {"host": HOST, "port": port["learner"], "algo": args.algo}
+    if args.learner_device is not None:
+        learner_own["device"] = args.learner_device
+    learner_section = config.flatten(merged.get("learner") or {})
+    if "torch_threads" not in learner_section:
+        learner_own["torch_threads"] = learner_threads(available_cpus(), args.actors)
     # A checkpoint directory the configuration names stays; else the run directory's.
-    if "checkpoint_dir" not in config._flatten(merged.get("learner") or {}):
+    if "checkpoint_dir" not in learner_section:
         learner_own["checkpoint_dir"] = str(out / "checkpoints")
     learner = _build(LearnerConfig, "learner", merged, **run, **learner_own)
     actor_own = {
@@ -160,6 +166,33 @@ def resolve_run(args: TrainArgs, out: Path) -> RunConfig:
         own = {**actor_own, "actor_index": i, "port": procs.free_port(HOST)}
         actors.append(_build(ActorConfig, "actor", merged, **run, **own))
     return RunConfig(args, replay, quantizer, learner, actors)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def learner_threads(cpus: int, actors: int) -> int:
+    """The learner's torch threads: the CPUs the actors (one thread each) leave, at
+    least one. Torch's own default, every CPU, would fight the actors for them."""
+    return max(1, cpus - actors)
+
+
+def core_budget(plan: RunConfig) -> str:
+    """One line on how the run's processes share this machine's CPUs."""
+    cpus, actors = available_cpus(), len(plan.actors)
+    threads = plan.learner.torch_threads
+    line = (
+        f"core budget: {cpus} CPU{'s' * (cpus != 1)}; {actors} actor(s) x 1 thread, learner "
+        f"{threads} torch thread{'s' * (threads != 1)} (device {plan.learner.device})"
+    )
+    if actors + threads > cpus:
+        line += "; oversubscribed"
+    return line + "; replay, quantizer and the evaluator share them"
 
 
 def resolve(args: TrainArgs, out: Path) -> tuple[dict[str, Any], dict[str, int]]:

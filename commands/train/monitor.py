@@ -28,6 +28,7 @@ from commands.train import summary as summaries
 from commands.train.args import TrainArgs
 from commands.train.evaluator import Evaluator
 from commands.train.progress import Progress, status_line
+from commands.train.regime import regime
 from commands.train.state import RunState, StopCheck
 from commands.train.summary import METRICS_FILE, EvalFailure, EvalRecord, RunSummary
 
@@ -226,7 +227,15 @@ class Watch:
             observed_env_steps_per_s=summaries.median_or_none(state.sps_samples),
             learner_steps_per_s=round(learner.learner_steps_per_s, 1) if learner else None,
             active_actors=summaries.active_actor_figures(state.actor_counts),
+            regime=regime(actors, learner, self.cpu_shares(), self.cpus),
         )
+
+    # The processes' CPU shares: none known here (attached to services run elsewhere).
+    cpus: int | None = None
+
+    def cpu_shares(self) -> dict[str, float]:
+        """Process label -> share of all CPUs over the run ({}: not measured)."""
+        return {}
 
     def close(self) -> None:
         """Close every channel (the evaluator's too); idempotent."""

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -32,9 +34,17 @@ from actorq.envs import check_env_id
 from actorq.metrics import METRICS_PORT_ENV
 from commands import carbon, procs
 from commands.train.args import TrainArgs, add_flags, load_train_args
-from commands.train.configs import HOST, RefusedSettings, RunConfig, resolve_run
-from commands.train.monitor import Watch
+from commands.train.configs import (
+    HOST,
+    RefusedSettings,
+    RunConfig,
+    available_cpus,
+    core_budget,
+    resolve_run,
+)
+from commands.train.monitor import Snapshot, Watch
 from commands.train.progress import budget_line, result_line
+from commands.train.regime import CpuMeter
 from commands.train.summary import CarbonSummary, RunSummary, clear_results, from_dict
 
 log = logging.getLogger("actorq.train")
@@ -52,6 +62,8 @@ class Run(Watch):
         self.carbon = settings
         self.processes: list[procs.ServiceProcess] = []
         self.logs_hint = f"; see {out / 'logs'}"
+        self.cpus = available_cpus()
+        self.cpu = CpuMeter(self.cpus)
 
     def _start(
         self, name: str, port: int, label: str = "", flags: Sequence[str] = (), **env: str
@@ -80,7 +92,20 @@ class Run(Watch):
         self.progress.show(
             f"all {len(self.processes)} services healthy after {self.state.elapsed():.1f}s"
         )
+        self.read_cpu()
         self.evaluator.start()
+
+    def read_cpu(self) -> None:
+        """Read every process's CPU time (the launcher's own: the evaluator's)."""
+        self.cpu.read({**{s.name: s.pid for s in self.processes}, "launcher": os.getpid()})
+
+    def record(self, snap: Snapshot) -> dict[str, Any]:
+        """Fold a poll into the state, and read every process's CPU time."""
+        self.read_cpu()
+        return super().record(snap)
+
+    def cpu_shares(self) -> dict[str, float]:
+        return self.cpu.shares()
 
     def dead_service(self) -> tuple[str, str]:
         dead = [s for s in self.processes if not s.alive() and s.proc.returncode != 0]
@@ -157,7 +182,7 @@ def run(args: TrainArgs) -> RunSummary:
     session = Run(plan, out, settings)
     print(
         f"actorq train: {args.env} {args.algo} {args.precision}, {args.actors} actor(s), "
-        f"seed {args.seed}; {budget_line(args)}; run dir {out}",
+        f"seed {args.seed}; {budget_line(args)}; run dir {out}\n{core_budget(plan)}",
         file=sys.stderr,
     )
     summary: RunSummary | None = None

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from commands.train.regime import Regime
+
 SUMMARY_FILE = "summary.json"
 EVALS_FILE = "evals.jsonl"
 METRICS_FILE = "metrics.jsonl"
@@ -164,6 +166,8 @@ class RunSummary:
     mode: str = ""  # "train" (processes started here) or "attached"
     services: dict[str, str] = field(default_factory=dict)  # service -> address
     active_actors: ActiveActors | None = None
+    # Which side bounded the run (actors or learner), and the CPU each side used.
+    regime: Regime | None = None
 
     @property
     def ended_as_planned(self) -> bool:

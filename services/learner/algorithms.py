@@ -31,6 +31,8 @@ class Agent(Protocol):
 
     steps: int
     obs_dim: int
+    # The torch.device its networks live on.
+    device: Any
     # Per-transition |TD error| of the latest update, or None if the agent sends
     # no priorities back (D4PG samples uniformly).
     last_td_abs: np.ndarray | None
@@ -105,8 +107,8 @@ class Algorithm(Generic[S]):
     settings_class: type[S]
     # The env's spaces this algorithm needs; ConfigError naming what does not fit.
     read_spaces: Callable[[str], EnvSpaces]
-    # The agent for (settings, spaces, seed); imports the algorithm's module.
-    build: Callable[[S, EnvSpaces, int], Agent]
+    # The agent for (settings, spaces, seed, torch device); imports the algorithm's module.
+    build: Callable[[S, EnvSpaces, int, Any], Agent]
     # Network sizes for the start-up log line.
     describe: Callable[[S, EnvSpaces], str]
 
@@ -130,10 +132,10 @@ def _dqn_spaces(env_id: str) -> EnvSpaces:
     return EnvSpaces(obs_dim, num_actions=num_actions)
 
 
-def _build_dqn(settings: DQNConfig, spaces: EnvSpaces, seed: int) -> Agent:
+def _build_dqn(settings: DQNConfig, spaces: EnvSpaces, seed: int, device: Any) -> Agent:
     from services.learner.dqn import DQN  # torch: only once an agent is built
 
-    return DQN(spaces.obs_dim, spaces.num_actions, settings, seed=seed)
+    return DQN(spaces.obs_dim, spaces.num_actions, settings, seed=seed, device=device)
 
 
 def _describe_dqn(settings: DQNConfig, spaces: EnvSpaces) -> str:
@@ -148,12 +150,12 @@ def _d4pg_spaces(env_id: str) -> EnvSpaces:
     return EnvSpaces(obs_dim, action_bounds=(low, high))
 
 
-def _build_d4pg(settings: D4PGConfig, spaces: EnvSpaces, seed: int) -> Agent:
+def _build_d4pg(settings: D4PGConfig, spaces: EnvSpaces, seed: int, device: Any) -> Agent:
     if spaces.action_bounds is None:
         raise ConfigError("algo d4pg needs the env's action bounds (a Box action space)")
     from services.learner.d4pg import D4PG  # torch: only once an agent is built
 
-    return D4PG(spaces.obs_dim, *spaces.action_bounds, settings, seed=seed)
+    return D4PG(spaces.obs_dim, *spaces.action_bounds, settings, seed=seed, device=device)
 
 
 def _describe_d4pg(settings: D4PGConfig, spaces: EnvSpaces) -> str:

@@ -1,6 +1,7 @@
 """What every learning algorithm here needs around its update step, written once.
 
-- ``tensor``: the one place numpy arrays become torch tensors;
+- ``resolve_device``: where the networks live (``auto``: CUDA when torch sees a GPU);
+- ``tensor``: the one place numpy arrays become torch tensors (on the device);
 - ``Batch``: a sampled batch as tensors, shape-checked against the networks
   (discrete actions int64 [N], continuous actions float32 [N, A]);
 - ``seeded``, ``frozen_copy``, ``adam``, ``gradient_step``: networks and optimisation;
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from actorq.config import ConfigError
 from actorq.transitions import Transitions
 
 M = TypeVar("M", bound=nn.Module)
@@ -33,19 +35,51 @@ _TORCH_DTYPES: dict[type[np.generic], torch.dtype] = {
 }
 
 
-def tensor(x: np.ndarray | torch.Tensor, dtype: type[np.generic] = np.float32) -> torch.Tensor:
-    """x as a torch tensor of dtype, sharing memory with x where it can.
+CPU = torch.device("cpu")
 
-    Copies only what is read-only (``np.frombuffer`` arrays from the wire),
-    not C-contiguous, or of another dtype.
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device a ``learner.device`` setting names: ``auto`` is CUDA when torch
+    sees a GPU, else the CPU; ``cuda`` without a GPU is a ConfigError saying so."""
+    if name == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else CPU
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {name!r}: this torch ({torch.__version__}) sees no CUDA GPU; "
+                "use device auto or cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {name!r}: torch sees {torch.cuda.device_count()} GPU(s), numbered from 0"
+            )
+    return device
+
+
+def tensor(
+    x: np.ndarray | torch.Tensor, dtype: type[np.generic] = np.float32, device: torch.device = CPU
+) -> torch.Tensor:
+    """x as a torch tensor of dtype on device, sharing memory with x where it can.
+
+    On the CPU copies only what is read-only (``np.frombuffer`` arrays from the
+    wire), not C-contiguous, or of another dtype; on a GPU the one copy is the
+    transfer.
     """
     if isinstance(x, torch.Tensor):
-        return x.to(_TORCH_DTYPES[dtype])
+        return x.to(device=device, dtype=_TORCH_DTYPES[dtype])
     arr = np.asarray(x, dtype=dtype)
+    if device.type != "cpu":
+        return torch.as_tensor(arr, device=device)
     if not arr.flags.writeable or not arr.flags.c_contiguous:
         # torch.from_numpy wants a writable array.
         arr = np.array(arr, dtype=dtype, order="C")
     return torch.from_numpy(arr)
+
+
+def numpy(t: torch.Tensor) -> np.ndarray:
+    """A float32 numpy copy of a tensor, wherever it lives (the CPU side of a result)."""
+    return t.detach().to(CPU).numpy().astype(np.float32, copy=True)
 
 
 @dataclass
@@ -66,19 +100,20 @@ class Batch:
         t: Transitions,
         weights: np.ndarray | torch.Tensor | None = None,
         action_dtype: type[np.generic] | None = None,
+        device: torch.device = CPU,
     ) -> Batch:
-        """Wrap a columnar numpy batch; actions become action_dtype (by default int64
-        for an integer column, float32 otherwise)."""
+        """Wrap a columnar numpy batch, on device; actions become action_dtype (by
+        default int64 for an integer column, float32 otherwise)."""
         if action_dtype is None:
             integer = np.issubdtype(np.asarray(t.action).dtype, np.integer)
             action_dtype = np.int64 if integer else np.float32
         return cls(
-            obs=tensor(t.obs),
-            action=tensor(t.action, action_dtype),
-            reward=tensor(t.reward),
-            discount=tensor(t.discount),
-            next_obs=tensor(t.next_obs),
-            weights=None if weights is None else tensor(weights),
+            obs=tensor(t.obs, device=device),
+            action=tensor(t.action, action_dtype, device),
+            reward=tensor(t.reward, device=device),
+            discount=tensor(t.discount, device=device),
+            next_obs=tensor(t.next_obs, device=device),
+            weights=None if weights is None else tensor(weights, device=device),
         )
 
     @classmethod
@@ -87,12 +122,13 @@ class Batch:
         batch: Batch | Transitions,
         weights: np.ndarray | torch.Tensor | None,
         action_dtype: type[np.generic],
+        device: torch.device = CPU,
     ) -> Batch:
-        """A Batch for an update: batch itself, with ``weights`` when they are given."""
+        """A Batch for an update on device: batch itself, with ``weights`` when given."""
         if isinstance(batch, Transitions):
-            return cls.from_transitions(batch, weights, action_dtype)
+            return cls.from_transitions(batch, weights, action_dtype, device)
         if weights is not None:
-            return dataclasses.replace(batch, weights=tensor(weights))
+            return dataclasses.replace(batch, weights=tensor(weights, device=device))
         return batch
 
     def check(self, obs_dim: int, action_shape: tuple[int, ...] = ()) -> None:
@@ -162,11 +198,9 @@ def update_target(online: nn.Module, target: nn.Module, tau: float) -> None:
 
 
 def policy_weights(network: nn.Module) -> dict[str, np.ndarray]:
-    """FP32 copies of a network's tensors, named as its state_dict (the wire contract)."""
-    return {
-        name: t.detach().numpy().astype(np.float32, copy=True)
-        for name, t in network.state_dict().items()
-    }
+    """FP32 CPU copies of a network's tensors, named as its state_dict (the wire
+    contract), wherever the network lives."""
+    return {name: numpy(t) for name, t in network.state_dict().items()}
 
 
 # -- checkpoints -------------------------------------------------------------------

@@ -7,6 +7,7 @@ launcher loads and checks this before any process starts.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +18,9 @@ from services.learner.algorithms import ALGORITHMS
 from services.learner.hyperparams import D4PGConfig, DQNConfig
 
 DEFAULT_PORT = 50053
+# learner.device values; whether torch can use the one named is checked when the
+# agent is built (services/learner/common.py: resolve_device).
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass
@@ -45,7 +49,16 @@ class LearnerConfig:
     checkpoint_every_s: float = opt(60.0, "seconds between checkpoints while training")
     max_learner_steps: int = opt(0, "stop updating after this many updates (0: never)")
     seed: int = opt(0, "seed of the network initialisation")
-    torch_threads: int = opt(1, "torch intra-op threads for the update step")
+    device: str = opt(
+        "auto",
+        "where the networks train: auto (CUDA when torch sees a GPU, else the CPU), cpu, "
+        "cuda or cuda:N; the weights published are always copied to the CPU",
+    )
+    torch_threads: int = opt(
+        1,
+        "torch intra-op threads for the update step (`actorq train` sets it from its core "
+        "budget: the CPUs its actors leave)",
+    )
     prefetch: int = opt(4, "sampled batches kept ready ahead of the update step")
     priority_epsilon: float = opt(
         1e-3,
@@ -95,6 +108,10 @@ class LearnerConfig:
         if self.max_learner_steps < 0:
             raise ConfigError(
                 f"max_learner_steps must be >= 0 (0: never stop), got {self.max_learner_steps}"
+            )
+        if not _DEVICE.fullmatch(self.device):
+            raise ConfigError(
+                f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N (N: the GPU's index)"
             )
         if self.prefetch < 1:
             raise ConfigError(f"prefetch must be at least 1 batch, got {self.prefetch}")

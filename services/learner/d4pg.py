@@ -158,7 +158,13 @@ class D4PG:
     """Policy, distributional critic, their targets and optimizers, and the update count."""
 
     def __init__(
-        self, obs_dim: int, low: np.ndarray, high: np.ndarray, cfg: D4PGConfig, seed: int = 0
+        self,
+        obs_dim: int,
+        low: np.ndarray,
+        high: np.ndarray,
+        cfg: D4PGConfig,
+        seed: int = 0,
+        device: torch.device = common.CPU,
     ) -> None:
         low = np.asarray(low, np.float32).reshape(-1)
         high = np.asarray(high, np.float32).reshape(-1)
@@ -176,6 +182,8 @@ class D4PG:
         self.obs_dim = obs_dim
         self.action_dim = int(low.size)
         self.action_low, self.action_high = low, high
+        self.device = device
+        # Built on the CPU, then moved: the same seed gives the same weights on any device.
         with common.seeded(seed):
             self.policy = PolicyNetwork(
                 obs_dim, low, high, cfg.policy_hidden, cfg.layer_norm, cfg.activation
@@ -188,9 +196,11 @@ class D4PG:
                 cfg.layer_norm,
                 cfg.activation,
             )
+        self.policy.to(device)
+        self.critic.to(device)
         self.target_policy = common.frozen_copy(self.policy)
         self.target_critic = common.frozen_copy(self.critic)
-        self.atoms = torch.linspace(cfg.vmin, cfg.vmax, cfg.num_atoms)
+        self.atoms = torch.linspace(cfg.vmin, cfg.vmax, cfg.num_atoms, device=device)
         self.policy_optimizer = common.adam(self.policy, cfg.policy_lr, cfg.adam_eps)
         self.critic_optimizer = common.adam(self.critic, cfg.critic_lr, cfg.adam_eps)
         self.steps = 0  # completed updates ("learner steps")
@@ -212,7 +222,7 @@ class D4PG:
         ``weights`` (or ``batch.weights``) weigh each transition's critic loss
         (prioritized replay); None weighs every transition 1.
         """
-        batch = Batch.of(batch, weights, action_dtype=np.float32)
+        batch = Batch.of(batch, weights, np.float32, self.device)
         batch.check(self.obs_dim, (self.action_dim,))
 
         # 1. Critic: cross-entropy between the projected target and Z(obs, action).
@@ -274,8 +284,7 @@ class D4PG:
     def act(self, obs: np.ndarray) -> np.ndarray:
         """The policy's deterministic actions [B, A] for observations [B, obs_dim] (float32)."""
         with torch.no_grad():
-            out: np.ndarray = self.policy(common.tensor(obs)).numpy()
-        return out
+            return common.numpy(self.policy(common.tensor(obs, device=self.device)))
 
     def policy_weights(self) -> dict[str, np.ndarray]:
         """FP32 copies of the policy's tensors, named by the wire contract."""

@@ -54,7 +54,14 @@ class QNetwork(nn.Module):
 class DQN:
     """Online and target Q-networks, their Adam optimizer and the update count."""
 
-    def __init__(self, obs_dim: int, num_actions: int, cfg: DQNConfig, seed: int = 0) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        num_actions: int,
+        cfg: DQNConfig,
+        seed: int = 0,
+        device: torch.device = common.CPU,
+    ) -> None:
         if obs_dim < 1 or num_actions < 1:
             raise ConfigError(
                 f"DQN needs obs_dim >= 1 and num_actions >= 1, got {obs_dim} and {num_actions}"
@@ -62,8 +69,10 @@ class DQN:
         self.cfg = cfg
         self.obs_dim = obs_dim
         self.num_actions = num_actions
+        self.device = device
+        # Built on the CPU, then moved: the same seed gives the same weights on any device.
         with common.seeded(seed):
-            self.online = QNetwork(obs_dim, num_actions, cfg.hidden_sizes)
+            self.online = QNetwork(obs_dim, num_actions, cfg.hidden_sizes).to(device)
         self.target = common.frozen_copy(self.online)
         self.optimizer = common.adam(self.online, cfg.lr, cfg.adam_eps)
         self.steps = 0  # completed updates ("learner steps")
@@ -90,7 +99,7 @@ class DQN:
         mean of weight * Huber loss over the batch. Sets ``last_td_abs`` to the
         batch's per-transition |TD error|.
         """
-        batch = Batch.of(batch, weights, action_dtype=np.int64)
+        batch = Batch.of(batch, weights, np.int64, self.device)
         self.check(batch)
 
         # 1. Regress Q_online(obs, action) onto the (fixed) TD target.
@@ -111,7 +120,7 @@ class DQN:
 
         with torch.no_grad():
             td_abs = (target - q).abs()
-            self.last_td_abs = td_abs.numpy().astype(np.float32, copy=True)
+            self.last_td_abs = common.numpy(td_abs)
             return {
                 "loss": float(loss),
                 "mean_q": float(q.mean()),

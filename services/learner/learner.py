@@ -38,9 +38,13 @@ class Snapshot:
 
 
 def make_agent(cfg: LearnerConfig, spaces: EnvSpaces) -> Agent:
-    """The configured algorithm for these spaces: DQN needs num_actions, D4PG the bounds."""
+    """The configured algorithm for these spaces (DQN needs num_actions, D4PG the
+    bounds), its networks on the configured device; ConfigError for a device torch
+    cannot use."""
+    from services.learner.common import resolve_device  # torch: only for an agent
+
     algorithm = ALGORITHMS[cfg.algo]
-    return algorithm.build(algorithm.settings(cfg), spaces, cfg.seed)
+    return algorithm.build(algorithm.settings(cfg), spaces, cfg.seed, resolve_device(cfg.device))
 
 
 class Learner:
@@ -84,7 +88,18 @@ class Learner:
     def describe(self) -> str:
         """The algorithm and its network sizes (for the log)."""
         algorithm = ALGORITHMS[self.cfg.algo]
-        return f"{algorithm.name} {algorithm.describe(algorithm.settings(self.cfg), self.spaces)}"
+        networks = algorithm.describe(algorithm.settings(self.cfg), self.spaces)
+        return f"{algorithm.name} {networks} on {self.device_name()}"
+
+    def device_name(self) -> str:
+        """Where the networks train: ``cpu (N torch threads)`` or ``cuda:0 (GPU name)``."""
+        import torch  # the agent exists, so torch is loaded already
+
+        device = self.agent.device
+        if device.type == "cpu":
+            return f"cpu ({torch.get_num_threads()} torch threads)"
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
     def train_step(self, sampled: SampledBatch | Transitions) -> dict[str, float]:
         """One update on a sampled batch (replay importance weights included).

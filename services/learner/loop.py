@@ -42,6 +42,39 @@ class LearnerFailure(RuntimeError):
     """An error retrying cannot fix; the message says what and why."""
 
 
+class LoopTimes:
+    """Where the training loop's time goes: warm-up (until the first sampled batch),
+    then waiting for batches, update steps, and the rest (snapshots, checkpoints).
+
+    Written by the loop thread only; GetStatus reads plain floats.
+    """
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.first_batch: float | None = None
+        self.sample_wait_s = 0.0
+        self.update_s = 0.0
+
+    def waited(self, since: float, got_batch: bool) -> None:
+        """Account a wait for a batch that began at ``since`` (perf_counter)."""
+        now = time.perf_counter()
+        if self.first_batch is None:
+            if got_batch:
+                self.first_batch = now  # the wait so far was warm-up
+            return
+        self.sample_wait_s += now - since
+
+    @property
+    def warmup_s(self) -> float:
+        end = self.first_batch if self.first_batch is not None else time.perf_counter()
+        return end - self.started
+
+    @property
+    def loop_s(self) -> float:
+        """Seconds since the first sampled batch (0 before it)."""
+        return 0.0 if self.first_batch is None else time.perf_counter() - self.first_batch
+
+
 class TrainingLoop:
     """Runs a Learner against a replay and a quantizer on a background thread."""
 
@@ -63,6 +96,7 @@ class TrainingLoop:
         self.state = "starting"
         self.error = ""
         self.rate = RateMeter()
+        self.times = LoopTimes()
         self._on_failure = on_failure
         self._last_checkpoint = self._last_log = 0.0  # monotonic times, set when training starts
         self._stop = threading.Event()
@@ -117,6 +151,7 @@ class TrainingLoop:
         if not self._wait_healthy("replay", cfg.replay_address):
             return
         self.state = "waiting_for_data"
+        self.times = LoopTimes()  # from here on the loop waits for data or trains
         sampler: PrefetchingSampler | None = None
         backoff, outage = Backoff(), Outage(log, "sampling from replay")
         self._last_checkpoint = self._last_log = time.monotonic()
@@ -128,9 +163,11 @@ class TrainingLoop:
                     break
                 if sampler is None:
                     sampler = PrefetchingSampler(self.replay, cfg.batch_size, cfg.prefetch)
+                waiting_since = time.perf_counter()
                 try:
                     sampled = sampler.next(timeout=0.5)
                 except queue.Empty:  # replay still filling, or rate-limited
+                    self.times.waited(waiting_since, got_batch=False)
                     continue
                 except (grpc.RpcError, EOFError) as err:
                     sampler.close()
@@ -139,7 +176,9 @@ class TrainingLoop:
                     outage.failed(describe(err))
                     self.state = "waiting_for_data"
                     self._stop.wait(backoff.next())
+                    self.times.waited(waiting_since, got_batch=False)
                     continue
+                self.times.waited(waiting_since, got_batch=True)
                 if outage.recovered():
                     backoff.reset()
                 self._step(sampled)
@@ -151,10 +190,12 @@ class TrainingLoop:
         """Train on one batch, then hand on what it produced: priorities, weights,
         checkpoints, progress."""
         cfg = self.cfg
+        started = time.perf_counter()
         try:
             self.learner.train_step(sampled)
         except ValueError as err:  # a batch that cannot belong to this network
             raise LearnerFailure(f"replay sent a batch this learner cannot use: {err}") from None
+        self.times.update_s += time.perf_counter() - started
         if self.learner.new_priorities is not None:
             self.priorities.submit(*self.learner.new_priorities)
         self.state = "training"
@@ -261,4 +302,9 @@ class TrainingLoop:
             transitions_sampled=lr.transitions_sampled,
             priorities_sent=self.priorities.sent,
             priorities_dropped=self.priorities.dropped,
+            warmup_s=self.times.warmup_s,
+            sample_wait_s=self.times.sample_wait_s,
+            update_s=self.times.update_s,
+            loop_s=self.times.loop_s,
+            device=str(lr.agent.device),
         )
