@@ -196,8 +196,8 @@ class Check:
             "up", "-d", "--no-deps", "--no-recreate", "--scale", f"actor={n}", "actor"
         )
 
-    def kill(self, container: dict[str, Any]) -> str:
-        """`docker kill`; returns the generation key (actors: read just before the kill)."""
+    def kill(self, container: dict[str, Any]) -> None:
+        """`docker kill` it; an actor's count is read just before, as its last word."""
         name = container["Name"].lstrip("/")
         if container["Config"]["Labels"]["com.docker.compose.service"] == "actor":
             self.poller.poll(only=container["Id"])
@@ -211,7 +211,6 @@ class Check:
             (time.time(), f"kill {container['Config']['Labels']['com.docker.compose.service']}")
         )
         self.log(f"docker kill {name}")
-        return name
 
     def stays_down_then_start(self, service: str, container: dict[str, Any]) -> None:
         """A `docker kill`ed container is a manual stop: no restart policy; start it."""
@@ -288,6 +287,7 @@ class Check:
         if took is None:
             self.row("learner checkpoint before kill", "> 0", "none in 240 s", False)
             return
+        self.poller.poll()  # the checkpoint and step counts as near the kill as can be
         before = self.learner()
         learner = self.stack.one("learner")
         self.kill(learner)

@@ -203,6 +203,8 @@ class Poller(threading.Thread):
         super().__init__(daemon=True, name="poller")
         self.stack, self.logs, self.t0 = stack, logs, t0
         self.lock = threading.Lock()
+        # One round at a time: the check also polls, right before a kill.
+        self._round = threading.Lock()
         self.learner = Snapshot()
         self.generations: dict[tuple[str, str], Generation] = {}
         self.followers: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
@@ -224,6 +226,10 @@ class Poller(threading.Thread):
 
     def poll(self, only: str | None = None) -> None:
         """One round; ``only``: just that actor container (right before it is killed)."""
+        with self._round:
+            self._poll(only)
+
+    def _poll(self, only: str | None) -> None:
         actors = self.stack.inspect([only] if only else self.stack.ids("actor"))
         for c in actors:
             self._follow(c)
