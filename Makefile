@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUN_DIR ?= runs/cartpole-dqn-int8
 
-.PHONY: install run test lint typecheck pytest proto clean check-redis
+.PHONY: install run test lint typecheck pytest proto clean check-redis compose-check
 
 install: $(STAMP)
 
@@ -35,6 +35,13 @@ test: check-redis lint typecheck pytest
 # The replay's Redis tests start their own redis-server (never the machine's 6379).
 check-redis:
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server not found on PATH: the replay's Redis tests start a real one. Install it: sudo apt-get install redis-server (Debian/Ubuntu) or brew install redis (macOS)"; exit 1; }
+
+# The compose stack for real (not part of `make test`: it needs Docker and docker compose or
+# docker-compose, e.g. ../shared/tools/local-docker.sh): builds the images, brings the stack
+# up, scales and kills containers, checks the run and that nothing acknowledged was lost,
+# prints a table, removes its containers, networks and volumes. See deploy/compose_check.py.
+compose-check: install
+	$(BIN)/python deploy/compose_check.py
 
 # Regenerate the checked-in protobuf/gRPC code (tests/test_proto.py checks it is current).
 proto: install

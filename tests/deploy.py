@@ -1,20 +1,26 @@
 """Readers of deploy/ for the tests: the compose file as compose interpolates it, the
-Dockerfile's stages, the env vars each service reads, and a small kustomize renderer.
+Dockerfile's stages, the env vars each service reads, and the Kubernetes manifests as
+`kubectl kustomize` renders them.
 
-No Docker engine or cluster is needed (or available) here: these read the files the way
-`docker compose` and `kubectl kustomize` would, for the features our files use.
+No Docker engine or cluster is needed: these read the files the way `docker compose` and
+`kubectl apply -k` would. `make compose-check` (deploy/compose_check.py) runs them.
 """
 
 from __future__ import annotations
 
-import copy
+import importlib.util
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import pytest
 import yaml
 
 from actorq import config, metrics, tls
@@ -187,155 +193,37 @@ def image_env(stages: Mapping[str, Stage], name: str) -> dict[str, str]:
 # ----------------------------------------------------------------- kustomize
 
 
-def _read_docs(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d]
-
-
-def _merge(base: Any, patch: Any) -> Any:
-    """Strategic merge for what our patches touch: maps merge; lists of maps with a
-    ``name`` merge by name (containers, env, ports); other lists are replaced."""
-    if isinstance(base, dict) and isinstance(patch, dict):
-        out = dict(base)
-        for k, v in patch.items():
-            out[k] = _merge(base[k], v) if k in base else copy.deepcopy(v)
-        return out
-    if (
-        isinstance(base, list)
-        and isinstance(patch, list)
-        and all(isinstance(x, dict) and "name" in x for x in [*base, *patch])
-    ):
-        out_list = [copy.deepcopy(x) for x in base]
-        for item in patch:
-            for i, existing in enumerate(out_list):
-                if existing["name"] == item["name"]:
-                    out_list[i] = _merge(existing, item)
-                    break
-            else:
-                out_list.append(copy.deepcopy(item))
-        return out_list
-    return copy.deepcopy(patch)
-
-
-def _read_env_file(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            out[key] = value
-    return out
-
-
-def _generate_configmaps(root: Path, kust: Mapping[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for gen in kust.get("configMapGenerator") or []:
-        data: dict[str, str] = {}
-        for env_file in gen.get("envs") or []:
-            data.update(_read_env_file(root / env_file))
-        for literal in gen.get("literals") or []:
-            key, _, value = literal.partition("=")
-            data[key] = value
-        out.append(
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": gen["name"]},
-                "data": data,
-                "_behavior": gen.get("behavior", "create"),
-            }
+def kubectl() -> str:
+    """The kubectl binary; the tests render with its kustomize, as `kubectl apply -k` does."""
+    found = shutil.which("kubectl")
+    if found is None:
+        pytest.fail(
+            "kubectl not found: the Kubernetes tests render deploy/k8s with `kubectl kustomize`."
+            " Install kubectl (https://kubernetes.io/docs/tasks/tools/)"
         )
-    return out
-
-
-_SUPPORTED = {
-    "apiVersion", "kind", "resources", "namespace", "labels", "patches",
-    "configMapGenerator", "generatorOptions", "images", "replicas",
-}  # fmt: skip
-
-
-def _pod_spec(doc: Mapping[str, Any]) -> dict[str, Any] | None:
-    template = (doc.get("spec") or {}).get("template")
-    return template.get("spec") if template else None
+    return found
 
 
 def render(directory: Path) -> list[dict[str, Any]]:
-    """`kustomize build DIRECTORY` for the features our kustomizations use.
+    """`kubectl kustomize DIRECTORY` as a list of manifests."""
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise ValueError(f"kubectl kustomize {directory}: {result.stderr}")
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
 
-    Refuses a kustomization that uses anything else, so a new feature cannot
-    slip past the tests unrendered.
-    """
-    kust = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    unknown = set(kust) - _SUPPORTED
-    if unknown:
-        raise ValueError(
-            f"{directory}: kustomize features not supported by tests/deploy.py: {unknown}"
-        )
-    if not (kust.get("generatorOptions") or {}).get("disableNameSuffixHash", False) and kust.get(
-        "configMapGenerator"
-    ):
-        raise ValueError(f"{directory}: set generatorOptions.disableNameSuffixHash (see base)")
-    docs: list[dict[str, Any]] = []
-    for res in kust.get("resources") or []:
-        path = directory / res
-        docs += render(path) if path.is_dir() else _read_docs(path)
-    for cm in _generate_configmaps(directory, kust):
-        behavior = cm.pop("_behavior")
-        existing = [
-            d
-            for d in docs
-            if d["kind"] == "ConfigMap" and d["metadata"]["name"] == cm["metadata"]["name"]
-        ]
-        if behavior == "create":
-            if existing:
-                raise ValueError(f"ConfigMap {cm['metadata']['name']} generated twice")
-            docs.append(cm)
-        elif behavior == "merge":
-            if not existing:
-                raise ValueError(f"merge into missing ConfigMap {cm['metadata']['name']}")
-            existing[0]["data"] = {**existing[0].get("data", {}), **cm["data"]}
-        else:
-            raise ValueError(f"configMapGenerator behavior {behavior!r} not supported")
-    for patch in kust.get("patches") or []:
-        target = patch.get("target") or {}
-        body = (
-            yaml.safe_load((directory / patch["path"]).read_text())
-            if "path" in patch
-            else yaml.safe_load(patch["patch"])
-        )
-        kind = target.get("kind", body.get("kind"))
-        name = target.get("name", (body.get("metadata") or {}).get("name"))
-        hits = [
-            i for i, d in enumerate(docs) if d["kind"] == kind and d["metadata"]["name"] == name
-        ]
-        if len(hits) != 1:
-            raise ValueError(f"patch {patch} matches {len(hits)} resources")
-        docs[hits[0]] = _merge(docs[hits[0]], body)
-    for rep in kust.get("replicas") or []:
-        hits = [
-            d
-            for d in docs
-            if d["kind"] in ("Deployment", "StatefulSet") and d["metadata"]["name"] == rep["name"]
-        ]
-        if len(hits) != 1:
-            raise ValueError(f"replicas for {rep['name']} match {len(hits)} workloads")
-        hits[0]["spec"]["replicas"] = rep["count"]
-    for image in kust.get("images") or []:
-        for doc in docs:
-            spec = _pod_spec(doc)
-            for c in (spec or {}).get("containers", []) + (spec or {}).get("initContainers", []):
-                repo, _, tag = c["image"].partition(":")
-                if repo == image["name"]:
-                    c["image"] = f"{image.get('newName', repo)}:{image.get('newTag', tag)}"
-    for label_set in kust.get("labels") or []:
-        if label_set.get("includeSelectors") or label_set.get("includeTemplates"):
-            raise ValueError("labels with includeSelectors/includeTemplates not supported")
-        for doc in docs:
-            doc["metadata"].setdefault("labels", {}).update(label_set["pairs"])
-    namespace = kust.get("namespace")
-    if namespace:
-        for doc in docs:
-            if doc["kind"] == "Namespace":
-                doc["metadata"]["name"] = namespace
-            else:
-                doc["metadata"]["namespace"] = namespace
-    return docs
+
+# ------------------------------------------------------------- deploy/*.py scripts
+
+
+def deploy_script(name: str) -> ModuleType:
+    """deploy/NAME.py as a module (deploy/ is a folder of scripts, not a package)."""
+    if str(ROOT / "deploy") not in sys.path:
+        sys.path.append(str(ROOT / "deploy"))  # they import each other, as when run
+    spec = importlib.util.spec_from_file_location(name, ROOT / "deploy" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

@@ -5,7 +5,7 @@ the learner's count of actors follows while training goes on. The coordinator
 (`actorq attach`, as compose runs it) follows the run and writes summary and report.
 
 Rewrites, and why: NAME:PORT -> 127.0.0.1:FREE_PORT (no container network here),
-/runs -> a temp dir (no volume), metrics port 9100 -> a free port per process (all share
+/runs and /run/secrets -> temp dirs (no volume, no compose secrets), metrics port 9100 -> a free port per process (all share
 one host), actor ports -> one free port per actor, `{hostname}` -> a fake container name per actor (all share one host name),
 the learner's actors_window_s 15 -> 4 s and the coordinator's budget -> 45 s (to keep the
 test short).
@@ -40,7 +40,7 @@ class Topology:
     """Starts compose services as processes with their compose environment."""
 
     def __init__(self, tmp_path: Path, redis: RedisServer) -> None:
-        self.compose = load_compose({"ACTORQ_REDIS_PASSWORD": PASSWORD})
+        self.compose = load_compose({})
         self.stages = dockerfile_stages()
         self.tmp = tmp_path
         self.addresses = {"redis:6379": f"127.0.0.1:{redis.port}"}
@@ -48,10 +48,20 @@ class Topology:
             port = environment(self.compose["services"][name])["ACTORQ_PORT"]
             self.addresses[f"{name}:{port}"] = f"127.0.0.1:{procs.free_port()}"
         self.started: list[procs.ServiceProcess] = []
+        # The secret files compose mounts under /run/secrets, as deploy/compose-secrets.sh
+        # writes them around this Redis's password, addresses rewritten like the environment.
+        secrets = tmp_path / "secrets"
+        secrets.mkdir()
+        (secrets / "redis-password").write_text(PASSWORD)
+        script = ROOT / "deploy" / "compose-secrets.sh"
+        subprocess.run([str(script), str(secrets)], check=True, capture_output=True)
+        for path in secrets.iterdir():
+            path.write_text(self.rewrite(path.read_text()))
 
     def rewrite(self, value: str) -> str:
         for name, local in self.addresses.items():
             value = re.sub(rf"(?<![\w.-]){re.escape(name)}\b", local, value)
+        value = value.replace("/run/secrets", str(self.tmp / "secrets"))
         return value.replace("/runs", str(self.tmp / "runs"))
 
     def env(self, service: str, hostname: str = "") -> tuple[dict[str, str], int]:
