@@ -81,9 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return health(rest)
     if command == "bench":
         # `actorq bench actor|replay ...` or `actorq bench --scenario NAME ...`.
-        bench = rest[0] if rest and rest[0] in BENCHES else "scenario"
+        bench = rest[0] if rest and rest[0] in BENCHES else "e2e"
         module = importlib.import_module(f"commands.bench.{bench}")
-        return int(module.main(rest[1:] if bench != "scenario" else rest) or 0)
+        return int(module.main(rest[1:] if bench != "e2e" else rest) or 0)
     if command in COMMANDS:
         module = importlib.import_module(COMMANDS[command])
         return int(module.main(rest) or 0)
