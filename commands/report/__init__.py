@@ -1,10 +1,16 @@
-"""`actorq report RUN_DIR...`: fp32 vs int8 runs -> report.md, report.json and PNG plots.
+"""`actorq report DIR...`: one run's report, or fp32 vs int8 runs compared.
 
-Each argument is a run directory (with summary.json), a bench directory (with
-bench.json and runs/*/), or any directory holding run directories below it. A
-suite directory (``actorq bench --suite``, with suite.json) gets the suite
-report instead (``commands.report.suite``).
-Runs are grouped by the precision their actors ran. Writes to ``--out``
+Which report depends on what is given:
+
+- one ``actorq train`` run directory (summary.json, metrics.jsonl or evals.jsonl
+  in it; finished or interrupted): the one-run report (``commands.report.single``:
+  return, loss, throughput and time breakdown, PNG and SVG);
+- a suite directory (``actorq bench --suite``, with suite.json): the suite
+  report (``commands.report.suite``);
+- a bench directory (bench.json and runs/*/), any directory holding run
+  directories below it, or several run directories: the comparison below.
+
+The comparison groups runs by the precision their actors ran. Writes to ``--out``
 (default: the single directory given, else ./report):
 
     report.md            tables: per precision, ratios, per run, micro-benchmark
@@ -40,6 +46,8 @@ from commands.report.data import (
 )
 from commands.report.markdown import carbon_note, markdown, table_rows, text_table
 from commands.report.plots import plot_breakdown, plot_co2, plot_return_vs_time, plot_speedup
+from commands.report.single_data import RUN_FILES, is_run_dir
+from commands.train.summary import SUMMARY_FILE
 
 PLOTS = ("return_vs_time.png", "speedup.png", "co2.png", "breakdown.png")
 __all__ = ["PLOTS", "ReportError", "Run", "aggregate", "build", "main"]
@@ -94,6 +102,11 @@ def main(argv: Sequence[str]) -> int:
     )
     args = p.parse_args(list(argv))
     out = Path(args.out or (args.paths[0] if len(args.paths) == 1 else "report"))
+    if len(args.paths) == 1 and (refused := neither(Path(args.paths[0]))):
+        print(f"actorq report: {refused}", file=sys.stderr)
+        return 2
+    if len(args.paths) == 1 and is_run_dir(Path(args.paths[0])):
+        return one_run(Path(args.paths[0]), out)
     if len(args.paths) == 1 and (Path(args.paths[0]) / "suite.json").is_file():
         from commands.report.suite import build_suite
 
@@ -120,4 +133,32 @@ def main(argv: Sequence[str]) -> int:
     print(text_table(header, rows))
     print(carbon_note(agg))
     print(f"report: {out / 'report.md'} (plots: {', '.join(PLOTS)})")
+    return 0
+
+
+def neither(path: Path) -> str:
+    """One sentence when path is neither a run, a bench nor a suite directory ('' if it is)."""
+    if not path.is_dir():
+        return (
+            f"{path} is not a directory: give an actorq train run directory or a bench directory."
+        )
+    if is_run_dir(path) or (path / "suite.json").is_file() or any(path.rglob(SUMMARY_FILE)):
+        return ""
+    return (
+        f"{path} is neither an actorq train run directory ({' or '.join(RUN_FILES)} in it) "
+        "nor a bench directory (run directories below it, as in runs/): no run directory to "
+        "report on; give one of those."
+    )
+
+
+def one_run(run_dir: Path, out: Path) -> int:
+    """The one-run report of a train run directory (``commands.report.single``)."""
+    from commands.report.single import build_single, terminal
+
+    try:
+        report = build_single(run_dir, out)
+    except ReportError as err:
+        print(f"actorq report: {err}", file=sys.stderr)
+        return 2
+    print(terminal(report, out))
     return 0
