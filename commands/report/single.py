@@ -68,6 +68,10 @@ def rows(run: OneRun, fig: dict[str, Any]) -> list[tuple[str, str]]:
     if fig["model_bytes"]:
         sizes = ", ".join(f"{p} {b:,}" for p, b in fig["model_bytes"].items())
         out.append(("model bytes", sizes))
+    if fig["energy_kwh"] is not None and fig["emissions_kg"] is not None:
+        how = "measured (RAPL)" if fig["carbon_measured"] else "estimated by codecarbon"
+        energy = f"{1000 * fig['energy_kwh']:.3g} / {1000 * fig['emissions_kg']:.3g}, {how}"
+        out.append(("energy Wh / CO2e g", energy))
     return out
 
 

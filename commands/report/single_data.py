@@ -249,5 +249,9 @@ def key_figures(run: OneRun) -> dict[str, Any]:
         "median_env_steps_per_s": statistics.median(rates) if rates else None,
         "median_learner_steps_per_s": statistics.median(updates) if updates else None,
         "model_bytes": dict(s.model_bytes) if s else {},
+        # codecarbon's figures: None, never 0, when not measured.
+        "energy_kwh": s.energy_kwh if s else None,
+        "emissions_kg": s.emissions_kg if s else None,
+        "carbon_measured": s.carbon.measured if s else None,
         "regime": s.regime.sentence if s and s.regime else None,
     }

@@ -7,6 +7,7 @@ with none is left out of its figure, and an unmeasured figure gets no bar.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +33,13 @@ class Figure:
         return [f"{self.stem}.png", f"{self.stem}.svg"]
 
 
-def _save(fig: Any, out: Path, stem: str, what: str, run: OneRun) -> Figure:
-    """Title the figure with what it shows and the run's settings; write PNG and SVG."""
+def _save(fig: Any, out: Path, stem: str, what: str, run: OneRun, bottom: float = 0.0) -> Figure:
+    """Title the figure with what it shows and the run's settings; write PNG and SVG.
+    ``bottom``: the share of the figure's height kept free below the axes (a legend)."""
     plt = _pyplot()
     title = f"{what}\n{run.settings.title}"
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, bottom, 1.0, 1.0))
     fig.savefig(out / f"{stem}.png", dpi=110)
     # Text kept as text: the SVG stays small, searchable and readable by screen readers.
     with plt.rc_context({"svg.fonttype": "none"}):
@@ -64,6 +66,7 @@ def plot_return(run: OneRun, out: Path) -> Figure | str:
     evals = sorted(run.evals, key=lambda e: e.t_s)
     train = [r for r in run.metrics if r.train_return is not None and r.env_steps is not None]
     finals = _final_evals(run)
+    final_records = [r for _, r in finals]
     if not (evals or train or finals):
         return "no evaluation finished and metrics.jsonl holds no training return"
     plt = _pyplot()
@@ -84,8 +87,10 @@ def plot_return(run: OneRun, out: Path) -> Figure | str:
             ax.plot(
                 [getattr(e, x) for e in group], [e.mean_return for e in group], "-", color=color
             )
-            full = [e for e in group if not e.stopped_early]
-            early = [e for e in group if e.stopped_early]
+            # Final evaluations are in evals.jsonl too: they get a star, not a dot.
+            dots = [e for e in group if e not in final_records]
+            full = [e for e in dots if not e.stopped_early]
+            early = [e for e in dots if e.stopped_early]
             if full:
                 label = f"greedy {precision} ({_episodes(full)})"
                 xs, ys = [getattr(e, x) for e in full], [e.mean_return for e in full]
@@ -115,8 +120,12 @@ def plot_return(run: OneRun, out: Path) -> Figure | str:
     axes[0].set_xlabel("env steps (all actors)")
     axes[1].set_xlabel("wall-clock s from the start of `actorq train`")
     axes[0].set_ylabel("episode return")
-    axes[0].legend(fontsize=7, loc="lower right")
-    return _save(fig, out, "return", "Return vs env steps and wall-clock", run)
+    # One legend for both panels, below them, so that it hides no point.
+    handles, labels = axes[0].get_legend_handles_labels()
+    columns = min(3, len(labels))
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=7, frameon=False)
+    rows = math.ceil(len(labels) / columns)
+    return _save(fig, out, "return", "Return vs env steps and wall-clock", run, 0.02 + 0.055 * rows)
 
 
 def plot_loss(run: OneRun, out: Path) -> Figure | str:
@@ -159,6 +168,7 @@ def plot_throughput(run: OneRun, out: Path) -> Figure | str:
         values = sorted(v for _, v in points)
         mid = values[len(values) // 2]
         ax.axhline(mid, color=color, linestyle="--", linewidth=1, label=f"median {mid:,.1f}")
+        ax.set_ylim(bottom=0)  # a rate read against zero, not against its own wiggle
         ax.set_ylabel(unit, fontsize=8)
         ax.legend(fontsize=8, loc="lower right")
         ax.grid(alpha=0.3)
