@@ -47,7 +47,6 @@ from commands.report.data import (
 from commands.report.markdown import carbon_note, markdown, table_rows, text_table
 from commands.report.plots import plot_breakdown, plot_co2, plot_return_vs_time, plot_speedup
 from commands.report.single_data import RUN_FILES, is_run_dir
-from commands.train.summary import SUMMARY_FILE
 
 PLOTS = ("return_vs_time.png", "speedup.png", "co2.png", "breakdown.png")
 __all__ = ["PLOTS", "ReportError", "Run", "aggregate", "build", "main"]
@@ -79,13 +78,20 @@ def build(
 
 
 def main(argv: Sequence[str]) -> int:
-    """`actorq report RUN_DIR... [--out DIR] [--actor-bench FILE]`."""
+    """`actorq report DIR... [--out DIR] [--actor-bench FILE] [--name NAME]`."""
     p = argparse.ArgumentParser(
         prog="actorq report",
-        description="Turn actorq train/bench runs into report.md, report.json and PNG plots.",
+        description=(
+            "One train run's report (return, loss, throughput, time breakdown; PNG and SVG), "
+            "or the fp32 vs int8 runs of a bench directory compared: report.md, report.json "
+            "and plots."
+        ),
     )
     p.add_argument(
-        "paths", nargs="+", help="run directories, bench directories, or parents of runs"
+        "paths",
+        nargs="+",
+        help="one train run directory (its own report), or bench directories, parents of "
+        "runs or several run directories (compared)",
     )
     p.add_argument(
         "--out", default="", help="output directory (default: the one path given, else ./report)"
@@ -139,10 +145,12 @@ def main(argv: Sequence[str]) -> int:
 def neither(path: Path) -> str:
     """One sentence when path is neither a run, a bench nor a suite directory ('' if it is)."""
     if not path.is_dir():
-        return (
-            f"{path} is not a directory: give an actorq train run directory or a bench directory."
-        )
-    if is_run_dir(path) or (path / "suite.json").is_file() or any(path.rglob(SUMMARY_FILE)):
+        what = "is not a directory" if path.exists() else "does not exist"
+        return f"{path} {what}: give an actorq train run directory or a bench directory."
+    if is_run_dir(path) or (path / "suite.json").is_file():
+        return ""
+    # Run directories below it, finished or not (the comparison needs their summary.json).
+    if any(next(path.rglob(name), None) for name in RUN_FILES):
         return ""
     return (
         f"{path} is neither an actorq train run directory ({' or '.join(RUN_FILES)} in it) "
