@@ -29,8 +29,10 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """One small real int8 run with a target it reaches, and its report."""
-    out = tmp_path_factory.mktemp("report") / "run"
+    """One small real int8 run with a target it reaches, inside a bench-like directory
+    (BENCH/runs/int8-s0), and the comparison report of that directory (in BENCH)."""
+    bench = tmp_path_factory.mktemp("report")
+    out = bench / "runs" / "int8-s0"
     res = cli(
         "train",
         "--env",
@@ -48,9 +50,9 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
         "--quiet",
     )
     assert res.returncode == 0, res.stderr
-    rep = cli("report", str(out))
+    rep = cli("report", str(bench))
     assert rep.returncode == 0, rep.stderr
-    yield out, json.loads((out / "summary.json").read_text())
+    yield bench, json.loads((out / "summary.json").read_text())
 
 
 def test_report_writes_markdown_json_and_every_plot_as_a_non_empty_png(
@@ -104,9 +106,10 @@ def test_report_markdown_shows_the_summarys_figures_and_how_power_was_obtained(
 def test_report_says_carbon_is_unavailable_instead_of_zero(
     small_run: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
-    src, summary = small_run
-    run = tmp_path / "run"
-    run.mkdir()
+    bench, summary = small_run
+    src = bench / "runs" / "int8-s0"
+    run = tmp_path / "runs" / "int8-s0"
+    run.mkdir(parents=True)
     untracked = {
         **summary,
         "energy_kwh": None,
@@ -115,11 +118,11 @@ def test_report_says_carbon_is_unavailable_instead_of_zero(
     }
     (run / "summary.json").write_text(json.dumps(untracked))
     (run / "evals.jsonl").write_text((src / "evals.jsonl").read_text())
-    res = cli("report", str(run))
+    res = cli("report", str(tmp_path))
     assert res.returncode == 0, res.stderr
-    text = (run / "report.md").read_text()
+    text = (tmp_path / "report.md").read_text()
     assert "unavailable" in text and "tracker failed to start: boom" in text
-    rep = json.loads((run / "report.json").read_text())
+    rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["precisions"]["int8"]["energy_kwh"] is None
     assert rep["precisions"]["int8"]["emissions_kg"] is None
     assert "| unavailable | unavailable |" in text.split("## Runs")[1]
@@ -128,7 +131,29 @@ def test_report_says_carbon_is_unavailable_instead_of_zero(
 def test_report_of_a_directory_without_runs_is_refused(tmp_path: Path) -> None:
     res = cli("report", str(tmp_path))
     assert res.returncode == 2
-    assert "no run directory" in res.stderr
+    assert "is neither an actorq train run directory" in res.stderr
+
+
+def test_one_run_report_of_a_real_run(
+    small_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """`actorq report RUN_DIR` on the real run: every plot it has data for, as PNG and SVG,
+    titled with the run's env, algorithm, precision and network size."""
+    bench, summary = small_run
+    res = cli("report", str(bench / "runs" / "int8-s0"), "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["kind"] == "train_run"
+    # A real run has evaluations, loss, rates and a measured regime: all but nothing skipped
+    # except, with a launcher that records no training return, that one curve.
+    assert set(rep["plots"]) == {"return", "loss", "throughput", "breakdown"}
+    for stem, plot in rep["plots"].items():
+        assert (tmp_path / f"{stem}.png").read_bytes().startswith(PNG_MAGIC)
+        svg = (tmp_path / f"{stem}.svg").read_text()
+        for part in ("CartPole-v1", "DQN", "int8", "Q-network 256x256"):
+            assert part in plot["title"] and part in svg, (stem, part)
+    assert rep["figures"]["env_steps"] == summary["env_steps"]
+    assert rep["figures"]["final_eval"]["int8"]["mean_return"] == summary["eval"]["int8"]
 
 
 def _summary(

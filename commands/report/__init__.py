@@ -1,10 +1,16 @@
-"""`actorq report RUN_DIR...`: fp32 vs int8 runs -> report.md, report.json and PNG plots.
+"""`actorq report DIR...`: one run's report, or fp32 vs int8 runs compared.
 
-Each argument is a run directory (with summary.json), a bench directory (with
-bench.json and runs/*/), or any directory holding run directories below it. A
-suite directory (``actorq bench --suite``, with suite.json) gets the suite
-report instead (``commands.report.suite``).
-Runs are grouped by the precision their actors ran. Writes to ``--out``
+Which report depends on what is given:
+
+- one ``actorq train`` run directory (summary.json, metrics.jsonl or evals.jsonl
+  in it; finished or interrupted): the one-run report (``commands.report.single``:
+  return, loss, throughput and time breakdown, PNG and SVG);
+- a suite directory (``actorq bench --suite``, with suite.json): the suite
+  report (``commands.report.suite``);
+- a bench directory (bench.json and runs/*/), any directory holding run
+  directories below it, or several run directories: the comparison below.
+
+The comparison groups runs by the precision their actors ran. Writes to ``--out``
 (default: the single directory given, else ./report):
 
     report.md            tables: per precision, ratios, per run, micro-benchmark
@@ -40,6 +46,7 @@ from commands.report.data import (
 )
 from commands.report.markdown import carbon_note, markdown, table_rows, text_table
 from commands.report.plots import plot_breakdown, plot_co2, plot_return_vs_time, plot_speedup
+from commands.report.single_data import RUN_FILES, is_run_dir
 
 PLOTS = ("return_vs_time.png", "speedup.png", "co2.png", "breakdown.png")
 __all__ = ["PLOTS", "ReportError", "Run", "aggregate", "build", "main"]
@@ -71,13 +78,20 @@ def build(
 
 
 def main(argv: Sequence[str]) -> int:
-    """`actorq report RUN_DIR... [--out DIR] [--actor-bench FILE]`."""
+    """`actorq report DIR... [--out DIR] [--actor-bench FILE] [--name NAME]`."""
     p = argparse.ArgumentParser(
         prog="actorq report",
-        description="Turn actorq train/bench runs into report.md, report.json and PNG plots.",
+        description=(
+            "One train run's report (return, loss, throughput, time breakdown; PNG and SVG), "
+            "or the fp32 vs int8 runs of a bench directory compared: report.md, report.json "
+            "and plots."
+        ),
     )
     p.add_argument(
-        "paths", nargs="+", help="run directories, bench directories, or parents of runs"
+        "paths",
+        nargs="+",
+        help="one train run directory (its own report), or bench directories, parents of "
+        "runs or several run directories (compared)",
     )
     p.add_argument(
         "--out", default="", help="output directory (default: the one path given, else ./report)"
@@ -94,6 +108,11 @@ def main(argv: Sequence[str]) -> int:
     )
     args = p.parse_args(list(argv))
     out = Path(args.out or (args.paths[0] if len(args.paths) == 1 else "report"))
+    if len(args.paths) == 1 and (refused := neither(Path(args.paths[0]))):
+        print(f"actorq report: {refused}", file=sys.stderr)
+        return 2
+    if len(args.paths) == 1 and is_run_dir(Path(args.paths[0])):
+        return one_run(Path(args.paths[0]), out)
     if len(args.paths) == 1 and (Path(args.paths[0]) / "suite.json").is_file():
         from commands.report.suite import build_suite
 
@@ -120,4 +139,34 @@ def main(argv: Sequence[str]) -> int:
     print(text_table(header, rows))
     print(carbon_note(agg))
     print(f"report: {out / 'report.md'} (plots: {', '.join(PLOTS)})")
+    return 0
+
+
+def neither(path: Path) -> str:
+    """One sentence when path is neither a run, a bench nor a suite directory ('' if it is)."""
+    if not path.is_dir():
+        what = "is not a directory" if path.exists() else "does not exist"
+        return f"{path} {what}: give an actorq train run directory or a bench directory."
+    if is_run_dir(path) or (path / "suite.json").is_file():
+        return ""
+    # Run directories below it, finished or not (the comparison needs their summary.json).
+    if any(next(path.rglob(name), None) for name in RUN_FILES):
+        return ""
+    return (
+        f"{path} is neither an actorq train run directory ({' or '.join(RUN_FILES)} in it) "
+        "nor a bench directory (run directories below it, as in runs/): no run directory to "
+        "report on; give one of those."
+    )
+
+
+def one_run(run_dir: Path, out: Path) -> int:
+    """The one-run report of a train run directory (``commands.report.single``)."""
+    from commands.report.single import build_single, terminal
+
+    try:
+        report = build_single(run_dir, out)
+    except ReportError as err:
+        print(f"actorq report: {err}", file=sys.stderr)
+        return 2
+    print(terminal(report, out))
     return 0
