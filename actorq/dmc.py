@@ -142,6 +142,12 @@ class DmControlEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         reward = 0.0 if ts.reward is None else float(ts.reward)
         return self._flatten(ts.observation), reward, terminated, truncated, {"discount": discount}
 
+    def render_frame(self, height: int = 240, width: int = 320) -> np.ndarray:
+        """An RGB frame [height, width, 3] from the task's first camera (needs MUJOCO_GL
+        set to a renderer, egl or osmesa, before dm_control's first import)."""
+        frame: np.ndarray = self._env.physics.render(height=height, width=width, camera_id=0)
+        return frame
+
     def close(self) -> None:
         """Release the physics."""
         self._env.close()
