@@ -102,9 +102,7 @@ def main(argv: Sequence[str]) -> int:
             str(card.get("precision", ns.precision or "")),
         )
         recorder = video.Recorder(ns.video, env) if ns.video else None
-        result = evaluate(
-            policy, env, episodes, seed, make=recorder.make if recorder else make_env
-        )
+        result = evaluate(policy, env, episodes, seed, make=recorder.make if recorder else make_env)
         if recorder is not None:
             recorder.write()
     except (PolicyFileError, PolicyError, ConfigError, video.VideoError, OSError) as err:

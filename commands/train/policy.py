@@ -29,8 +29,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
-
 import actorq
 from actorq import network
 from actorq.clients import FetchedModel
@@ -148,7 +146,12 @@ def model_card(
         "action_space": action_space,
         "input": network.OBS_INPUT,
         "output": output_name(art.network.kind),
-        "network": MessageToDict(art.network, preserving_proto_field_name=True),
+        "network": {
+            "kind": art.network.kind,
+            "hidden_sizes": [int(h) for h in art.network.hidden_sizes],
+            "activation": art.network.activation,
+            "layer_norm": bool(art.network.layer_norm),
+        },
         "quantization": {
             "method": quant.method or ("none" if art.precision == "fp32" else ""),
             "max_abs_err": float(quant.max_abs_err),
@@ -184,7 +187,7 @@ class PolicyDir:
     def __init__(self, run_dir: Path, env: str, algo: str, precision: str, seed: int) -> None:
         self.dir = run_dir / POLICY_DIR
         remove_stale_temporaries(run_dir)
-        self.run = {"env": env, "algo": algo, "precision": precision, "seed": seed}
+        self.run: dict[str, Any] = {"env": env, "algo": algo, "precision": precision, "seed": seed}
         self._lock = threading.Lock()
         self.best_version = 0
         self.best_return = float("-inf")
@@ -244,7 +247,6 @@ def remove_stale_temporaries(run_dir: Path) -> None:
                 tmp.unlink()
 
 
-
 class PolicyFileError(ValueError):
     """A path that holds no policy file ``actorq eval``/``export`` can use (one sentence)."""
 
@@ -268,7 +270,9 @@ def locate(path: Path, precision: str | None = None, role: str | None = None) ->
             raise PolicyFileError(f"{path} is not an .onnx file; give a run directory or a .onnx")
         return PolicyFile(path, read_card(path.with_suffix(".json")))
     if not path.is_dir():
-        raise PolicyFileError(f"{path} does not exist; give a run directory, its policy/ or a .onnx")
+        raise PolicyFileError(
+            f"{path} does not exist; give a run directory, its policy/ or a .onnx"
+        )
     folder = path / POLICY_DIR if (path / POLICY_DIR).is_dir() else path
     cards = {p.stem: c for p in sorted(folder.glob("*.json")) if (c := read_card(p)) is not None}
     if not any(folder.glob("*.onnx")):
