@@ -4,7 +4,6 @@ here (no training, no service): cards, atomic writes, best/latest, eval, export,
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import subprocess
