@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from actorq import config
-from actorq.config import ConfigError, opt, read_file
+from actorq.config import ConfigError, closest, opt, read_file
 from actorq.network import ALGOS, PRECISIONS
 from commands.carbon import DEFAULT_COUNTRY
 
@@ -159,7 +159,11 @@ def read_overlay(path: str) -> dict[str, Any]:
     except OSError as err:
         raise ConfigError(f"--config {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"--config {path}: not valid YAML ({err})") from None
+        # One line: where and what, without YAML's multi-line excerpt of the file.
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"--config {path}: not valid YAML{where}: {problem}") from None
 
 
 def train_section(data: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -171,7 +175,8 @@ def train_section(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     unknown = [k for k in values if k not in FIELDS]
     if unknown:
         raise ConfigError(
-            f"{where}: unknown setting {unknown[0]!r} in section 'train'; known: {', '.join(FIELDS)}"
+            f"{where}: unknown setting {unknown[0]!r} in section 'train'"
+            f"{closest(unknown[0], FIELDS) or '; known: ' + ', '.join(FIELDS)}"
         )
     return values
 

@@ -37,7 +37,7 @@ from actorq.config import ConfigError
 from actorq.envs import check_env_id
 from actorq.metrics import METRICS_PORT_ENV
 from commands import carbon, procs
-from commands.train import resume
+from commands.train import preflight, resume
 from commands.train.args import TrainArgs, add_flags, load_train_args
 from commands.train.configs import (
     HOST,
@@ -184,6 +184,7 @@ def prepare(args: TrainArgs, start: Start | None = None) -> tuple[RunConfig, Pat
     check_env_id(args.env)
     if args.carbon_tracking:
         args.carbon_country = carbon.check_country(args.carbon_country)
+    preflight.check(args, out)
     plan = resolve_run(args, out)
     start.clear(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -255,10 +256,10 @@ def main(argv: Sequence[str]) -> int:
     )
     try:
         summary = run(*parse(argv))
-    except ConfigError as err:
+    except (ConfigError, RefusedSettings) as err:  # refused before any process started
         print(f"actorq train: {err}", file=sys.stderr)
         return 2
-    except (RefusedSettings, RuntimeError) as err:
+    except RuntimeError as err:
         print(f"actorq train failed: {err}", file=sys.stderr)
         return 1
     print(result_line(summary))
