@@ -1,13 +1,11 @@
 """Environments the actor can step: flat Box observations, Discrete or bounded Box actions.
 
-Gymnasium ids (``CartPole-v1``, ``Pendulum-v1``, and Gymnasium's ``module:Env-v0`` form for
-envs a user's module registers on import) go through ``gymnasium.make``;
+Gymnasium ids (``CartPole-v1``, ``Pendulum-v1``) go through ``gymnasium.make``;
 ``dmc:DOMAIN-TASK`` ids through the dm_control adapter (``actorq.dmc``).
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,28 +51,9 @@ class EnvInfo:
         return f"{self.action_dim}-dim actions in [{lo.tolist()}, {hi.tolist()}]"
 
 
-def _import_env_module(env_id: str) -> str:
-    """For Gymnasium's ``module:Env-v0`` form: import the module (which registers its envs)
-    and return the bare id; ConfigError when it cannot be imported."""
-    module, sep, bare = env_id.partition(":")
-    if not sep:
-        return env_id
-    if not module or not bare:
-        raise ConfigError(f"env {env_id!r}: write MODULE:ENV_ID, e.g. mypkg.envs:MyEnv-v0")
-    try:
-        importlib.import_module(module)
-    except ImportError as err:
-        raise ConfigError(
-            f"env {env_id!r}: module {module!r} cannot be imported ({err}); install it or "
-            "put it on PYTHONPATH"
-        ) from None
-    return bare
-
-
 def _gymnasium_spec(env_id: str) -> Any:
-    bare = _import_env_module(env_id)
     try:
-        return gymnasium.spec(bare)
+        return gymnasium.spec(env_id)
     except gymnasium.error.Error as err:
         raise ConfigError(
             f"env {env_id!r} is not a registered Gymnasium env ({err}); list the "

@@ -10,7 +10,6 @@ import pytest
 import yaml
 from conftest import free_port
 
-from actorq.envs import check_env_id, make_env
 from commands.train import run
 
 BASE = ["--env", "CartPole-v1", "--quiet", "--no-carbon"]
@@ -108,26 +107,3 @@ def test_an_unreachable_redis_store_is_refused(
     store = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
     err = refused(["--replay-store", store], tmp_path / "run", capsys)
     assert "no Redis answered a PING" in err and "hunter2" not in err
-
-
-def test_an_env_module_that_cannot_be_imported_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    err = refused(["--env", "no_such_pkg_xyz:MyEnv-v0"], tmp_path / "run", capsys)
-    assert "module 'no_such_pkg_xyz' cannot be imported" in err
-
-
-def test_a_users_module_env_is_made_after_importing_its_module(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Gymnasium's module:id form: the module registers the env when imported."""
-    (tmp_path / "actorq_test_userenv.py").write_text(
-        "import gymnasium\n"
-        "gymnasium.register('UserCart-v0', max_episode_steps=50,\n"
-        "    entry_point='gymnasium.envs.classic_control:CartPoleEnv')\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    check_env_id("actorq_test_userenv:UserCart-v0")
-    env, info = make_env("actorq_test_userenv:UserCart-v0")
-    env.close()
-    assert (info.obs_dim, info.num_actions, info.max_episode_steps) == (4, 2, 50)
