@@ -58,6 +58,9 @@ def test_a_run_keeps_its_policy_resumes_and_exports(tmp_path: Path) -> None:
     out = tmp_path / "run"
     interrupted_run(out)
     assert {p.name for p in (out / "policy").iterdir()} == FILES
+    stopped = json.loads((out / "summary.json").read_text())
+    assert stopped["stop_reason"] == "interrupted" and stopped["env_steps"] >= 500
+    assert stopped["learner_steps"] > 0 and stopped["eval_detail"]["history"]
     checkpoint = (out / "checkpoints" / "learner.pt").read_bytes()
     metrics_before = (out / "metrics.jsonl").read_text().splitlines()
     steps_before = json.loads(metrics_before[-1])["env_steps"]

@@ -219,6 +219,11 @@ class Watch:
             services=dict(self.addresses),
         )
 
+    def summary_so_far(self) -> RunSummary:
+        """What the run measured until it was stopped early (Ctrl-C, a failure): steps,
+        evaluations, throughput; no final evaluation."""
+        return self.summarize(None, {}, self.state.elapsed())
+
     def summarize(
         self, models: Any, final: Mapping[str, EvalRecord | EvalFailure], wall_s: float
     ) -> RunSummary:

@@ -226,7 +226,7 @@ def run(args: TrainArgs, start: Start | None = None) -> RunSummary:
         session.close()
         session.stop_serving()
     if summary is None:
-        summary = session.bare_summary()
+        summary = session.summary_so_far()
         summary.stop_reason = summary.stop_reason or "failed"
     return session.account(summary)
 
