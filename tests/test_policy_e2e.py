@@ -29,7 +29,7 @@ def actorq(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]
 
 
 def interrupted_run(out: Path) -> None:
-    """Train until a policy is kept and some env steps are done, then Ctrl-C."""
+    """Train until a policy is kept and the learner has trained, then Ctrl-C."""
     cmd = [sys.executable, "-m", "commands.cli", "train", *FLAGS, "--max-env-steps", "0"]
     proc = subprocess.Popen(
         [*cmd, "--out", str(out)],
@@ -42,8 +42,9 @@ def interrupted_run(out: Path) -> None:
     metrics = out / "metrics.jsonl"
     while time.monotonic() < deadline:
         lines = metrics.read_text().splitlines() if metrics.exists() else []
-        steps = json.loads(lines[-1])["env_steps"] if lines else 0
-        if steps >= 500 and (out / "policy" / "best-int8.json").exists():
+        row = json.loads(lines[-1]) if lines else {"env_steps": 0, "learner_steps": 0}
+        trained = row["env_steps"] >= 500 and row["learner_steps"] > 0
+        if trained and (out / "policy" / "best-int8.json").exists():
             break
         time.sleep(0.5)
     else:
