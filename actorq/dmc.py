@@ -104,6 +104,8 @@ class DmControlEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         # dm_control keeps the step limit (time limit / control timestep) private.
         limit = float(getattr(self._env, "_step_limit", float("inf")))
         self.max_episode_steps: int | None = int(limit) if np.isfinite(limit) else None
+        # Control steps per simulated second: a video at this rate plays in real time.
+        self.metadata = {**self.metadata, "render_fps": 1.0 / self._env.control_timestep()}
 
     @property
     def observation_keys(self) -> list[str]:

@@ -22,6 +22,7 @@ import numpy as np
 from actorq import dmc
 from actorq.envs import EnvInfo, make_env
 
+# Frames per second of a video at most: envs that step faster keep every k-th frame.
 FPS = 30
 
 
@@ -44,7 +45,7 @@ def writer_name() -> str:
     )
 
 
-def write_mp4(path: Path, frames: list[np.ndarray], fps: int = FPS) -> None:
+def write_mp4(path: Path, frames: list[np.ndarray], fps: float = FPS) -> None:
     """Write RGB frames [H, W, 3] uint8 to an .mp4 with the installed writer."""
     if writer_name() == "moviepy":
         try:
@@ -55,16 +56,26 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: int = FPS) -> None:
         return
     import imageio
 
-    imageio.mimwrite(str(path), frames, fps=fps)  # type: ignore[attr-defined]
+    as_written: list[Any] = list(frames)
+    imageio.mimwrite(str(path), as_written, fps=fps)
 
 
 class FrameGrabber(gymnasium.Wrapper[Any, Any, Any, Any]):
-    """Passes reset and step through unchanged and keeps a frame after each."""
+    """Passes reset and step through unchanged and keeps a frame after reset and after
+    every ``every``-th step."""
 
-    def __init__(self, env: gymnasium.Env[Any, Any], grab: Callable[[], Any], frames: list[Any]):
+    def __init__(
+        self,
+        env: gymnasium.Env[Any, Any],
+        grab: Callable[[], Any],
+        frames: list[Any],
+        every: int = 1,
+    ) -> None:
         super().__init__(env)
         self._grab = grab
         self._frames = frames
+        self._every = every
+        self._steps = 0
 
     def _keep(self) -> None:
         try:
@@ -77,12 +88,15 @@ class FrameGrabber(gymnasium.Wrapper[Any, Any, Any, Any]):
 
     def reset(self, **kwargs: Any) -> Any:
         out = self.env.reset(**kwargs)
+        self._steps = 0
         self._keep()
         return out
 
     def step(self, action: Any) -> Any:
         out = self.env.step(action)
-        self._keep()
+        self._steps += 1
+        if self._steps % self._every == 0:
+            self._keep()
         return out
 
 
@@ -111,6 +125,7 @@ class Recorder:
         self.path = path
         self.frames: list[np.ndarray] = []
         self.frames_written = 0
+        self.fps = float(FPS)
         if dmc.is_dmc_id(env_id):
             # Before dm_control's first import (actorq.dmc disables rendering otherwise).
             os.environ.setdefault("MUJOCO_GL", "egl")
@@ -123,9 +138,13 @@ class Recorder:
         else:
             env, info = make_env(env_id, seed, render_mode="rgb_array")
             grab = env.render
-        return FrameGrabber(env, grab, self.frames), info
+        # Real time: the env's own step rate, thinned to at most FPS frames a second.
+        env_fps = float(env.metadata.get("render_fps") or FPS)
+        every = max(1, round(env_fps / FPS))
+        self.fps = env_fps / every
+        return FrameGrabber(env, grab, self.frames, every), info
 
     def write(self) -> None:
         """Write the frames kept so far to the .mp4."""
-        write_mp4(self.path, self.frames)
+        write_mp4(self.path, self.frames, self.fps)
         self.frames_written = len(self.frames)

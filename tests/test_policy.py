@@ -294,3 +294,41 @@ def test_the_readme_snippet_runs_an_exported_policy(tmp_path: Path) -> None:
     res = run_readme_snippet(tmp_path)
     assert res.returncode == 0, res.stderr
     assert re.search(r"return \d+", res.stdout), res.stdout
+
+
+def test_frames_are_kept_after_reset_and_every_kth_step(tmp_path: Path) -> None:
+    from actorq.envs import make_env
+
+    env, _ = make_env("CartPole-v1")
+    frames: list[object] = []
+    grabber = video.FrameGrabber(env, lambda: np.zeros((2, 2, 3), np.uint8), frames, every=3)
+    grabber.reset(seed=0)
+    for _ in range(7):
+        grabber.step(0)
+    grabber.close()
+    assert len(frames) == 1 + 7 // 3
+
+
+def test_a_renderer_that_fails_is_one_sentence_naming_the_fix() -> None:
+    from actorq.envs import make_env
+
+    env, _ = make_env("CartPole-v1")
+
+    def broken() -> None:
+        raise RuntimeError("no display")
+
+    grabber = video.FrameGrabber(env, broken, [])
+    with pytest.raises(video.VideoError, match=r"could not render .*no display"):
+        grabber.reset(seed=0)
+    grabber.close()
+
+
+@pytest.mark.skipif(
+    not all(__import__("importlib").util.find_spec(m) for m in ("moviepy", "pygame")),
+    reason="needs moviepy and pygame (not ActorQ dependencies)",
+)
+def test_eval_records_a_video_of_its_episodes(tmp_path: Path) -> None:
+    policy_dir(tmp_path).keep(both(3), {"int8": record(3, 77.0)})
+    target = tmp_path / "run.mp4"
+    assert eval_cmd.main([str(tmp_path), "--episodes", "1", "--video", str(target)]) == 0
+    assert target.stat().st_size > 0
