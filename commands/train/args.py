@@ -39,7 +39,10 @@ class TrainArgs:
     max_env_steps: int = opt(100_000, "budget over all actors (0: none)")
     max_seconds: float = opt(0.0, "wall-clock budget (0: none)")
     target_return: float | None = opt(None, "stop when a greedy evaluation's mean reaches it")
-    replay_store: str = opt("memory", "replay store: memory, or a Redis URL redis://HOST:PORT/DB")
+    replay_store: str = opt(
+        "memory",
+        "replay store: memory, or a Redis URL redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS)",
+    )
     learner_device: str | None = opt(
         None,
         "where the learner trains: auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N "
@@ -111,6 +114,8 @@ def add_flags(parser: argparse.ArgumentParser, names: Sequence[str] = FIELDS) ->
         if f.name not in names:
             continue
         help_text = f.metadata["help"]
+        if f.default not in ("", None, dataclasses.MISSING) and f.name not in SWITCHES:
+            help_text += f" (default: {f.default})"
         if f.name in SWITCHES:
             option, value, negated = SWITCHES[f.name]
             parser.add_argument(
