@@ -15,6 +15,7 @@ the run directory:
     DIR/logs/*.log       each service's log
     DIR/checkpoints/     the learner's checkpoint (``--resume DIR`` continues from it)
     DIR/policy/          best and latest policy, int8 and fp32 .onnx with model cards
+    DIR/tb/              the same scalars as TensorBoard event files
 
 An --out that holds an earlier run is refused unless ``--resume`` or ``--overwrite``
 says what to do with it (``resume``).
