@@ -73,7 +73,9 @@ def test_a_run_keeps_its_policy_resumes_and_exports(tmp_path: Path) -> None:
     assert (out / "checkpoints" / "learner.pt").read_bytes() == checkpoint
 
     # --resume continues: learner steps from the checkpoint, env steps from the counter.
-    budget = steps_before + 1000
+    # A memory replay starts empty: enough new steps to refill it (min_size_to_sample
+    # 1000) and train on.
+    budget = steps_before + 2500
     res = actorq("train", "--resume", str(out), "--max-env-steps", str(budget), "--quiet")
     assert res.returncode == 0, res.stderr[-3000:]
     resumed = re.search(
@@ -87,6 +89,7 @@ def test_a_run_keeps_its_policy_resumes_and_exports(tmp_path: Path) -> None:
     assert metrics[: len(metrics_before)] == metrics_before  # appended, not rewritten
     assert json.loads(metrics[len(metrics_before)])["env_steps"] >= steps_before
     assert {p.name for p in (out / "policy").iterdir()} == FILES
+    assert len(list((out / "tb").glob("events.out.tfevents.*"))) == 2  # one per part
 
     # actorq eval reproduces the run's evaluation of the best version (same seed).
     card = json.loads((out / "policy" / "best-int8.json").read_text())
