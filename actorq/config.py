@@ -41,6 +41,14 @@ def opt(default: Any, help: str, **kwargs: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
 
 
+def closest(name: str, known: Sequence[str]) -> str:
+    """``; did you mean 'x'?`` for the known name nearest to a misspelt one ('' for none)."""
+    import difflib
+
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
 def leaves(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field[Any], Any]]:
     """(dotted name, field, resolved type) for every leaf field, nested included."""
     hints = typing.get_type_hints(cls)

@@ -104,6 +104,8 @@ class DmControlEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         # dm_control keeps the step limit (time limit / control timestep) private.
         limit = float(getattr(self._env, "_step_limit", float("inf")))
         self.max_episode_steps: int | None = int(limit) if np.isfinite(limit) else None
+        # Control steps per simulated second: a video at this rate plays in real time.
+        self.metadata = {**self.metadata, "render_fps": 1.0 / self._env.control_timestep()}
 
     @property
     def observation_keys(self) -> list[str]:
@@ -141,6 +143,12 @@ class DmControlEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         truncated = last and not terminated
         reward = 0.0 if ts.reward is None else float(ts.reward)
         return self._flatten(ts.observation), reward, terminated, truncated, {"discount": discount}
+
+    def render_frame(self, height: int = 240, width: int = 320) -> np.ndarray:
+        """An RGB frame [height, width, 3] from the task's first camera (needs MUJOCO_GL
+        set to a renderer, egl or osmesa, before dm_control's first import)."""
+        frame: np.ndarray = self._env.physics.render(height=height, width=width, camera_id=0)
+        return frame
 
     def close(self) -> None:
         """Release the physics."""

@@ -108,13 +108,16 @@ def max_episode_return(env_id: str) -> float | None:
     return None
 
 
-def make_env(env_id: str, seed: int | None = None) -> tuple[gymnasium.Env[Any, Any], EnvInfo]:
+def make_env(
+    env_id: str, seed: int | None = None, render_mode: str | None = None
+) -> tuple[gymnasium.Env[Any, Any], EnvInfo]:
     """Create env_id; ConfigError with a readable sentence when it cannot be used.
 
     Observations must be a Box (flattened to obs_dim floats); actions
     Discrete(n) (dqn_mlp policies) or a 1-D Box with finite bounds
     (d4pg_policy). ``seed`` seeds a dm_control task at load; Gymnasium envs
-    are seeded by their first ``reset(seed=...)`` as usual.
+    are seeded by their first ``reset(seed=...)`` as usual. ``render_mode``
+    goes to ``gymnasium.make`` (dm_control tasks render with ``render_frame``).
     """
     if dmc.is_dmc_id(env_id):
         env: gymnasium.Env[Any, Any] = dmc.make(env_id, seed)
@@ -122,7 +125,7 @@ def make_env(env_id: str, seed: int | None = None) -> tuple[gymnasium.Env[Any, A
     else:
         spec = _gymnasium_spec(env_id)
         try:
-            env = gymnasium.make(env_id)
+            env = gymnasium.make(env_id, render_mode=render_mode)
         except gymnasium.error.Error as err:
             raise ConfigError(f"env {env_id!r} cannot be created: {err}") from None
         max_steps = spec.max_episode_steps

@@ -1,5 +1,5 @@
-"""The ``actorq`` command line: ``actorq train ...``, ``actorq serve SERVICE ...`` and
-``actorq health HOST:PORT`` (the containers' healthcheck)."""
+"""ActorQ: train with int8-quantized actors and a full-precision learner, then evaluate
+and export the trained policy."""
 
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ SERVICES = ("replay", "quantizer", "learner", "actor")
 BENCHES = ("actor", "learner", "replay", "fuzz")
 # The other commands: each module's main(argv) -> exit code, imported only when run
 # (`actorq serve` imports no command).
-COMMANDS = {"train": "commands.train.run", "attach": "commands.attach", "report": "commands.report"}
+COMMANDS = {
+    "train": "commands.train.run",
+    "attach": "commands.attach",
+    "report": "commands.report",
+    "eval": "commands.eval",
+    "export": "commands.export",
+}
 
 
 def serve(service: str, argv: Sequence[str]) -> int:
@@ -61,12 +67,47 @@ def health(argv: Sequence[str]) -> int:
     return 0
 
 
+# One line per command for `actorq --help`.
+SUMMARIES = {
+    "train": "train on this machine: every service as a process, evaluated as it learns",
+    "eval": "greedy episodes with a trained policy (onnxruntime only; --video)",
+    "export": "copy a run's best policy (.onnx + model card) to deploy",
+    "report": "plots and tables of bench (or train) runs",
+    "bench": "fp32-vs-int8 scenarios and micro-benchmarks (actor, learner, replay, fuzz)",
+    "serve": "run one service: replay, quantizer, learner or actor (what a container runs)",
+    "attach": "follow, evaluate and summarize services started elsewhere",
+    "health": "exit 0 if the gRPC service at HOST:PORT is SERVING",
+}
+
+
+def serve_help() -> str:
+    """``actorq serve --help``: the services, and where each one's settings are listed."""
+    return (
+        f"usage: actorq serve {{{','.join(SERVICES)}}} [settings]\n\n"
+        "Run one ActorQ service in this process until SIGTERM/SIGINT.\n"
+        "`actorq serve NAME --help` lists that service's settings (flags, ACTORQ_* variables,\n"
+        "or keys of its section in --config FILE / ACTORQ_CONFIG)."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="actorq", description=__doc__)
+    if argv[:1] in (["--version"], ["-V"]):
+        from actorq import __version__
+
+        print(f"actorq {__version__}")
+        return 0
+    commands = "\n".join(f"  {name:<8} {line}" for name, line in SUMMARIES.items())
+    parser = argparse.ArgumentParser(
+        prog="actorq",
+        description=__doc__,
+        epilog=f"commands:\n{commands}\n\n`actorq COMMAND --help` for a command's flags; "
+        "`actorq --version`.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "command",
-        choices=["train", "serve", "attach", "health", "bench", "report"],
+        choices=["train", "serve", "attach", "health", "bench", "report", "eval", "export"],
         help="what to run",
     )
     if not argv or argv[0] in ("-h", "--help"):
@@ -74,7 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "serve":
-        if not rest or rest[0] not in SERVICES:
+        if not rest or rest[0] in ("-h", "--help"):
+            print(serve_help())
+            return 0 if rest else 2
+        if rest[0] not in SERVICES:
             parser.error(f"actorq serve needs one of {', '.join(SERVICES)}")
         return serve(rest[0], rest[1:])
     if command == "health":

@@ -211,5 +211,5 @@ def test_services_go_away_when_the_launcher_is_killed(tmp_path: Path) -> None:
 
 def test_unknown_replay_store_fails_at_startup_naming_it(tmp_path: Path) -> None:
     res = train(tmp_path / "run", "--env", "CartPole-v1", "--replay-store", "tape://x", timeout=120)
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert "tape://x" in res.stderr

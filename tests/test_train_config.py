@@ -99,6 +99,6 @@ def test_a_setting_a_service_refuses_stops_the_run_before_any_process_starts(
     path = overlay(tmp_path / "run.yaml", {"replay": {"min_size_to_sample": 10, "capacity": 5}})
     out = tmp_path / "run"
     res = train("--env", "CartPole-v1", "--config", path, "--out", str(out))
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert "replay refuses its settings" in res.stderr and "min_size_to_sample 10" in res.stderr
     assert not (out / "logs").exists()

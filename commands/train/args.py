@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from actorq import config
-from actorq.config import ConfigError, opt, read_file
+from actorq.config import ConfigError, closest, opt, read_file
 from actorq.network import ALGOS, PRECISIONS
 from commands.carbon import DEFAULT_COUNTRY
 
@@ -39,7 +39,10 @@ class TrainArgs:
     max_env_steps: int = opt(100_000, "budget over all actors (0: none)")
     max_seconds: float = opt(0.0, "wall-clock budget (0: none)")
     target_return: float | None = opt(None, "stop when a greedy evaluation's mean reaches it")
-    replay_store: str = opt("memory", "replay store: memory, or a Redis URL redis://HOST:PORT/DB")
+    replay_store: str = opt(
+        "memory",
+        "replay store: memory, or a Redis URL redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS)",
+    )
     learner_device: str | None = opt(
         None,
         "where the learner trains: auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N "
@@ -111,6 +114,8 @@ def add_flags(parser: argparse.ArgumentParser, names: Sequence[str] = FIELDS) ->
         if f.name not in names:
             continue
         help_text = f.metadata["help"]
+        if f.default not in ("", None, dataclasses.MISSING) and f.name not in SWITCHES:
+            help_text += f" (default: {f.default})"
         if f.name in SWITCHES:
             option, value, negated = SWITCHES[f.name]
             parser.add_argument(
@@ -159,7 +164,11 @@ def read_overlay(path: str) -> dict[str, Any]:
     except OSError as err:
         raise ConfigError(f"--config {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"--config {path}: not valid YAML ({err})") from None
+        # One line: where and what, without YAML's multi-line excerpt of the file.
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"--config {path}: not valid YAML{where}: {problem}") from None
 
 
 def train_section(data: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -171,7 +180,8 @@ def train_section(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     unknown = [k for k in values if k not in FIELDS]
     if unknown:
         raise ConfigError(
-            f"{where}: unknown setting {unknown[0]!r} in section 'train'; known: {', '.join(FIELDS)}"
+            f"{where}: unknown setting {unknown[0]!r} in section 'train'"
+            f"{closest(unknown[0], FIELDS) or '; known: ' + ', '.join(FIELDS)}"
         )
     return values
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from actorq import config
-from actorq.config import ConfigError, redact_url
+from actorq.config import ConfigError, closest, redact_url
 from actorq.envs import env_info
 from commands import procs
 from commands.train.args import TrainArgs, deep_merge, default_config, read_overlay
@@ -45,8 +45,7 @@ PER_PROCESS = ("host", "port", "actor_index")
 class RefusedSettings(Exception):
     """A service refuses the settings this run would give it.
 
-    ``actorq train`` exits 1, as it did when the service's process refused
-    them at start.
+    ``actorq train`` exits 2: nothing has started.
     """
 
 
@@ -95,7 +94,10 @@ def check_sections(data: Mapping[str, Any], where: str) -> None:
     setting its service does not know (both naming the file and the key)."""
     for name, section in data.items():
         if name not in SECTIONS:
-            raise ConfigError(f"{where}: unknown section {name!r}; sections: {', '.join(SECTIONS)}")
+            raise ConfigError(
+                f"{where}: unknown section {name!r}{closest(name, SECTIONS)} "
+                f"(sections: {', '.join(SECTIONS)})"
+            )
         if name == "train" or section is None:
             continue
         if not isinstance(section, Mapping):
@@ -104,7 +106,10 @@ def check_sections(data: Mapping[str, Any], where: str) -> None:
         known = {dotted for dotted, _f, _t in config.leaves(SERVICE_CONFIGS[name])}
         unknown = [k for k in config.flatten(section) if k not in known]
         if unknown:
-            raise RefusedSettings(f"{where}: unknown setting {unknown[0]!r} in section {name!r}")
+            raise RefusedSettings(
+                f"{where}: unknown setting {unknown[0]!r} in section {name!r}"
+                f"{closest(unknown[0], sorted(known))}"
+            )
 
 
 def merged_config(args: TrainArgs) -> dict[str, Any]:

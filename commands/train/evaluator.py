@@ -14,6 +14,7 @@ from actorq.envs import max_episode_return
 from actorq.network import PRECISIONS
 from actorq.rpc import channel
 from commands.train.args import TrainArgs
+from commands.train.policy import PolicyDir, eval_seed
 from commands.train.state import RunState
 from commands.train.summary import EvalFailure, EvalRecord, append_eval
 
@@ -37,6 +38,8 @@ class Evaluator(threading.Thread):
         self.error: str = ""
         # Other-precision artifacts of evaluated versions: (version, precision) -> model.
         self.twins: dict[tuple[int, str], FetchedModel] = {}
+        # DIR/policy/: every evaluated artifact and its twin, the best kept apart.
+        self.policies = PolicyDir(out, args.env, args.algo, args.precision, args.seed)
 
     def evaluate_latest(
         self, precision: str, newer_than: int = 0, wait_s: float = 0.0, early_stop: bool = True
@@ -56,7 +59,10 @@ class Evaluator(threading.Thread):
                 if twin is not None and twin.artifact.version == version:
                     # Keep only the newest: paper-size fp32 models are 34 MB each.
                     self.twins = {(version, other): twin}
-        return self.evaluate_model(fetched, precision, early_stop)
+        record = self.evaluate_model(fetched, precision, early_stop)
+        twins = {p: m for (v, p), m in self.twins.items() if v == version}
+        self.policies.keep({**twins, precision: fetched}, {precision: record})
+        return record
 
     def evaluate_model(self, fetched: FetchedModel, precision: str, early_stop: bool) -> EvalRecord:
         """Greedy episodes with one artifact; written to evals.jsonl."""
@@ -72,7 +78,7 @@ class Evaluator(threading.Thread):
             policy,
             self.args.env,
             episodes=self.args.eval_episodes,
-            seed=self.args.seed + 10_000 + version,
+            seed=eval_seed(self.args.seed, version),
             target_return=self.args.target_return if early_stop else None,
             max_episode_return=self._bound if early_stop else None,
         )
@@ -140,12 +146,15 @@ class Evaluator(threading.Thread):
         out: dict[str, EvalRecord | EvalFailure] = {}
         if reached is not None:
             out[reached.precision] = reached
+        fetched_models: dict[str, FetchedModel] = {}
         for precision, fetched in models.items():
-            out[precision] = (
-                fetched
-                if isinstance(fetched, EvalFailure)
-                else self.evaluate_model(fetched, precision, early_stop=False)
-            )
+            if isinstance(fetched, EvalFailure):
+                out[precision] = fetched
+                continue
+            out[precision] = self.evaluate_model(fetched, precision, early_stop=False)
+            fetched_models[precision] = fetched
+        records = {p: r for p, r in out.items() if isinstance(r, EvalRecord)}
+        self.policies.keep(fetched_models, records)
         return out
 
     def close(self) -> None:

@@ -32,6 +32,7 @@ from commands.train.progress import Progress, status_line
 from commands.train.regime import regime
 from commands.train.state import RunState, StopCheck
 from commands.train.summary import METRICS_FILE, EvalFailure, EvalRecord, RunSummary
+from commands.train.tensorboard import RunBoard
 
 T = TypeVar("T")
 # The run's settings a summary repeats, under the same names.
@@ -94,6 +95,7 @@ class Watch:
         self.evaluator = Evaluator(args, self.addresses["quantizer"], self.state, out)
         self.last = Snapshot()
         self._stop = StopCheck(args)
+        self.board = RunBoard(out)  # DIR/tb/: the same scalars for TensorBoard
 
     # ------------------------------------------------------------ one poll
 
@@ -168,6 +170,9 @@ class Watch:
         row = self.record(snap)
         metrics.write(json.dumps(row) + "\n")
         metrics.flush()
+        with self.state.lock:
+            evals = list(self.state.evals)
+        self.board.poll(row, evals)
         self.progress.show(status_line(self.args, row, self.state.elapsed()))
         with self.state.lock:
             reached = self.state.reached
@@ -208,6 +213,10 @@ class Watch:
         self.close()
         self.stop_serving()
         final = self.evaluator.final_evals(state.reached, final_models)
+        for rec in final.values():
+            if isinstance(rec, EvalRecord) and rec is not state.reached:
+                self.board.evaluation(rec, "final")
+        self.board.close()
         return self.summarize(models, final, wall_s)
 
     def bare_summary(self) -> RunSummary:
@@ -218,6 +227,11 @@ class Watch:
             run_dir=str(self.out),
             services=dict(self.addresses),
         )
+
+    def summary_so_far(self) -> RunSummary:
+        """What the run measured until it was stopped early (Ctrl-C, a failure): steps,
+        evaluations, throughput; no final evaluation."""
+        return self.summarize(None, {}, self.state.elapsed())
 
     def summarize(
         self, models: Any, final: Mapping[str, EvalRecord | EvalFailure], wall_s: float

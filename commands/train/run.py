@@ -13,6 +13,12 @@ the run directory:
     DIR/summary.json     the run's results (energy_kwh/emissions_kg and `carbon`)
     DIR/carbon/          each service's codecarbon CSV and carbon record
     DIR/logs/*.log       each service's log
+    DIR/checkpoints/     the learner's checkpoint (``--resume DIR`` continues from it)
+    DIR/policy/          best and latest policy, int8 and fp32 .onnx with model cards
+    DIR/tb/              the same scalars as TensorBoard event files
+
+An --out that holds an earlier run is refused unless ``--resume`` or ``--overwrite``
+says what to do with it (``resume``).
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -33,6 +38,7 @@ from actorq.config import ConfigError
 from actorq.envs import check_env_id
 from actorq.metrics import METRICS_PORT_ENV
 from commands import carbon, procs
+from commands.train import preflight, resume
 from commands.train.args import TrainArgs, add_flags, load_train_args
 from commands.train.configs import (
     HOST,
@@ -45,7 +51,8 @@ from commands.train.configs import (
 from commands.train.monitor import Snapshot, Watch
 from commands.train.progress import budget_line, result_line
 from commands.train.regime import CpuMeter
-from commands.train.summary import CarbonSummary, RunSummary, clear_results, from_dict
+from commands.train.resume import Start, check_budgets
+from commands.train.summary import CarbonSummary, RunSummary, from_dict
 
 log = logging.getLogger("actorq.train")
 
@@ -65,6 +72,7 @@ class Run(Watch):
         self.cpus = available_cpus()
         self.carbon_off = ""  # why energy is not tracked, when it cannot be
         self.cpu = CpuMeter(self.cpus)
+        self.prior_env_steps = 0  # of the run this one continues (--resume)
 
     def _start(
         self, name: str, port: int, label: str = "", flags: Sequence[str] = (), **env: str
@@ -95,6 +103,17 @@ class Run(Watch):
         )
         self.read_cpu()
         self.evaluator.start()
+
+    def continue_from(self, start: Start) -> None:
+        """A resumed run's clock and env-step count go on from where it stopped."""
+        self.prior_env_steps = start.env_steps
+        self.state.t0 -= start.elapsed_s
+        self.state.env_steps = start.env_steps
+
+    def env_steps(self, snap: Snapshot) -> int | None:
+        """The actors' env steps, after those of the run this one continues."""
+        steps = super().env_steps(snap)
+        return None if steps is None else steps + self.prior_env_steps
 
     def read_cpu(self) -> None:
         """Read every process's CPU time (the launcher's own: the evaluator's)."""
@@ -154,28 +173,31 @@ def carbon_figures(
     )
 
 
-def prepare(args: TrainArgs) -> tuple[RunConfig, Path]:
-    """Check the run's settings and every service's; then clear the run directory of an
-    earlier run's results. Nothing has started yet."""
-    check_env_id(args.env)
-    if args.carbon_tracking:
-        args.carbon_country = carbon.check_country(args.carbon_country)
+def prepare(args: TrainArgs, start: Start | None = None) -> tuple[RunConfig, Path]:
+    """Check the run's settings and every service's, and that ``--out`` holds no other
+    run (``resume``: the start's refusal and --overwrite); nothing has started yet."""
+    start = start or Start()
     out = Path(
         args.out or f"runs/{args.env}-{args.algo}-{args.precision}-s{args.seed}-{int(time.time())}"
     )
+    start.check_out(out)
+    check_budgets(start, args.max_env_steps, args.max_seconds)
+    check_env_id(args.env)
+    if args.carbon_tracking:
+        args.carbon_country = carbon.check_country(args.carbon_country)
+    preflight.check(args, out)
     plan = resolve_run(args, out)
-    clear_results(out)
-    # A train run starts afresh: an old run's checkpoint in the same directory
-    # would otherwise be resumed by the learner.
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    shutil.rmtree(out / "carbon", ignore_errors=True)
+    start.clear(out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(plan.file(), sort_keys=False))
     return plan, out
 
 
-def run(args: TrainArgs) -> RunSummary:
-    """Run one training; returns the summary (also written to DIR/summary.json)."""
-    plan, out = prepare(args)
+def run(args: TrainArgs, start: Start | None = None) -> RunSummary:
+    """Run one training (or continue one: ``start``); returns the summary (also written to
+    DIR/summary.json)."""
+    start = start or Start()
+    plan, out = prepare(args, start)
     off = carbon.missing() if args.carbon_tracking else None
     settings = (
         carbon.CarbonSettings(str(out / "carbon"), args.carbon_country)
@@ -183,6 +205,7 @@ def run(args: TrainArgs) -> RunSummary:
         else None
     )
     session = Run(plan, out, settings)
+    session.continue_from(start)
     if off is not None:
         session.carbon_off = f"{off}: energy and CO2 were not tracked"
         print(f"actorq train: {session.carbon_off}", file=sys.stderr)
@@ -204,18 +227,27 @@ def run(args: TrainArgs) -> RunSummary:
         session.close()
         session.stop_serving()
     if summary is None:
-        summary = session.bare_summary()
+        summary = session.summary_so_far()
         summary.stop_reason = summary.stop_reason or "failed"
     return session.account(summary)
 
 
-def parse_args(argv: Sequence[str]) -> TrainArgs:
-    """``actorq train``'s flags over the config's ``train:`` sections (see ``args``)."""
+def parse(argv: Sequence[str]) -> tuple[TrainArgs, Start]:
+    """``actorq train``'s flags over the config's ``train:`` sections (see ``args``), and
+    how the run starts (``--resume DIR`` takes DIR's settings; see ``resume``)."""
     p = argparse.ArgumentParser(
         prog="actorq train", description="Train with int8 (or fp32) actors."
     )
     add_flags(p)
-    return load_train_args(vars(p.parse_args(list(argv))))
+    resume.add_flags(p)
+    flags = vars(p.parse_args(list(argv)))
+    start = resume.take(flags)
+    return load_train_args(flags), start
+
+
+def parse_args(argv: Sequence[str]) -> TrainArgs:
+    """``actorq train``'s settings (see ``parse``)."""
+    return parse(argv)[0]
 
 
 def main(argv: Sequence[str]) -> int:
@@ -224,11 +256,11 @@ def main(argv: Sequence[str]) -> int:
         level=logging.WARNING, format="%(asctime)s launcher %(levelname)s %(message)s"
     )
     try:
-        summary = run(parse_args(argv))
-    except ConfigError as err:
+        summary = run(*parse(argv))
+    except (ConfigError, RefusedSettings) as err:  # refused before any process started
         print(f"actorq train: {err}", file=sys.stderr)
         return 2
-    except (RefusedSettings, RuntimeError) as err:
+    except RuntimeError as err:
         print(f"actorq train failed: {err}", file=sys.stderr)
         return 1
     print(result_line(summary))

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from actorq.envs import flat_obs, make_env
+from actorq.envs import EnvInfo, flat_obs, make_env
 from services.actor.policy import OnnxPolicy, check_fits
 
 
@@ -29,6 +29,8 @@ class EvalResult:
     mean: float
     returns: list[float] = field(default_factory=list)
     episodes_run: int = 0
+    # Steps of each episode run, in order.
+    lengths: list[int] = field(default_factory=list)
     stopped_early: bool = False
 
 
@@ -39,6 +41,7 @@ def evaluate(
     seed: int,
     target_return: float | None = None,
     max_episode_return: float | None = None,
+    make: Callable[[str, int], tuple[Any, EnvInfo]] = make_env,
 ) -> EvalResult:
     """Run ``episodes`` greedy episodes (episode i reset with seed + i).
 
@@ -46,10 +49,12 @@ def evaluate(
     with a known bound ``max_episode_return`` on one episode's return (500 for
     CartPole-v1), even perfect remaining episodes could not lift the mean over
     all ``episodes`` to ``target_return``. Without a bound, every episode runs.
+    ``make(env_id, seed)`` creates the env (``actorq eval --video`` wraps it to
+    record frames; the episodes stay the same).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
-    env, info = make_env(env_id, seed=seed)
+    env, info = make(env_id, seed)
     try:
         check_fits(policy, info)
     except BaseException:
@@ -63,17 +68,20 @@ def evaluate(
             return np.clip(policy.action(obs), low, high)
 
     returns: list[float] = []
+    lengths: list[int] = []
     try:
         for i in range(episodes):
             obs = flat_obs(env.reset(seed=seed + i)[0])
-            total = 0.0
+            total, steps = 0.0, 0
             while True:
                 raw, reward, terminated, truncated, _ = env.step(act(obs))
                 total += float(reward)
+                steps += 1
                 if terminated or truncated:
                     break
                 obs = flat_obs(raw)
             returns.append(total)
+            lengths.append(steps)
             if _out_of_reach(returns, episodes, target_return, max_episode_return):
                 break
     finally:
@@ -83,6 +91,7 @@ def evaluate(
         returns=returns,
         episodes_run=len(returns),
         stopped_early=len(returns) < episodes,
+        lengths=lengths,
     )
 
 

@@ -1,0 +1,85 @@
+"""Checks ``actorq train`` makes before any process starts, each failing in one sentence.
+
+What a service would refuse is checked by building its config (``configs``);
+this module adds what only the launcher can see: that ``--out`` can be written,
+that the algorithm can act in the env's action space, and that a Redis replay
+store answers a PING. Each raises ``ConfigError`` (exit code 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from actorq.config import ConfigError, is_redis_url, redact_url
+from actorq.envs import env_info
+from actorq.network import ALGO_KINDS
+from commands.train.args import TrainArgs
+
+# Seconds to wait for the replay store's Redis before calling it unreachable.
+PING_TIMEOUT_S = 2.0
+
+
+def check_out_writable(out: Path) -> None:
+    """ConfigError unless ``out`` is (or can be made) a directory this process can write."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".actorq-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"--out {out} cannot be written ({err.strerror or err}); give a directory you can write"
+        ) from None
+
+
+def check_algo_fits_env(args: TrainArgs) -> None:
+    """ConfigError when the algorithm cannot act in the env's action space."""
+    info = env_info(args.env)
+    continuous = ALGO_KINDS[args.algo].continuous
+    if continuous == info.continuous:
+        return
+    fits = next(a for a, k in ALGO_KINDS.items() if k.continuous == info.continuous)
+    needs = "continuous (Box)" if continuous else "discrete"
+    raise ConfigError(
+        f"--algo {args.algo} needs {needs} actions but {args.env} has "
+        f"{info.describe_actions()}; use --algo {fits}"
+    )
+
+
+def check_replay_store(store: str, timeout_s: float = PING_TIMEOUT_S) -> None:
+    """ConfigError when a Redis replay store does not answer one PING within ``timeout_s``."""
+    if not is_redis_url(store):
+        return
+    import redis
+
+    shown = redact_url(store)
+    try:
+        client = redis.Redis.from_url(
+            store, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        )
+    except ValueError as err:
+        raise ConfigError(f"--replay-store {shown}: not a usable Redis URL ({err})") from None
+    try:
+        client.ping()
+    except redis.exceptions.AuthenticationError:
+        raise ConfigError(
+            f"--replay-store {shown}: Redis refused the password; check the URL's password"
+        ) from None
+    except redis.exceptions.RedisError as err:
+        reason = str(err).replace(store, shown)
+        raise ConfigError(
+            f"--replay-store {shown}: no Redis answered a PING within {timeout_s:g}s ({reason}); "
+            "start Redis there or fix the URL"
+        ) from None
+    finally:
+        with contextlib.suppress(redis.exceptions.RedisError):
+            client.close()
+
+
+def check(args: TrainArgs, out: Path) -> None:
+    """Every launcher-side check, cheapest first."""
+    check_out_writable(out)
+    check_algo_fits_env(args)
+    check_replay_store(args.replay_store)

@@ -1,0 +1,115 @@
+"""The trained policy end to end: Ctrl-C a short CartPole int8 run, find its policies,
+refuse the same command without --resume, resume it to its budget, then eval and export
+what it kept and run the README's snippet on the export. Real processes throughout."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_policy import run_readme_snippet
+
+ROOT = Path(__file__).resolve().parents[1]
+FILES = {
+    f"{r}-{p}.{s}" for r in ("best", "latest") for p in ("int8", "fp32") for s in ("onnx", "json")
+}
+FLAGS = ["--env", "CartPole-v1", "--precision", "int8", "--actors", "1", "--eval-episodes", "3"]
+FLAGS += ["--eval-every-s", "2", "--no-carbon", "--quiet"]
+
+
+def actorq(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "commands.cli", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def interrupted_run(out: Path) -> None:
+    """Train until a policy is kept and the learner has trained, then Ctrl-C."""
+    cmd = [sys.executable, "-m", "commands.cli", "train", *FLAGS, "--max-env-steps", "0"]
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    metrics = out / "metrics.jsonl"
+    while time.monotonic() < deadline:
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        row = json.loads(lines[-1]) if lines else {"env_steps": 0, "learner_steps": 0}
+        trained = row["env_steps"] >= 500 and row["learner_steps"] > 0
+        if trained and (out / "policy" / "best-int8.json").exists():
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"no policy kept in time: {proc.communicate()[1][-2000:]}")
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1, stderr
+
+
+def test_a_run_keeps_its_policy_resumes_and_exports(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    interrupted_run(out)
+    assert {p.name for p in (out / "policy").iterdir()} == FILES
+    stopped = json.loads((out / "summary.json").read_text())
+    assert stopped["stop_reason"] == "interrupted" and stopped["env_steps"] >= 500
+    assert stopped["learner_steps"] > 0 and stopped["eval_detail"]["history"]
+    checkpoint = (out / "checkpoints" / "learner.pt").read_bytes()
+    metrics_before = (out / "metrics.jsonl").read_text().splitlines()
+    steps_before = json.loads(metrics_before[-1])["env_steps"]
+
+    # The same command again is refused, and the checkpoint is untouched.
+    refused = actorq("train", *FLAGS, "--out", str(out), timeout=60)
+    assert refused.returncode == 2
+    assert "--resume" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert (out / "checkpoints" / "learner.pt").read_bytes() == checkpoint
+
+    # --resume continues: learner steps from the checkpoint, env steps from the counter.
+    # A memory replay starts empty: enough new steps to refill it (min_size_to_sample
+    # 1000) and train on.
+    budget = steps_before + 2500
+    res = actorq("train", "--resume", str(out), "--max-env-steps", str(budget), "--quiet")
+    assert res.returncode == 0, res.stderr[-3000:]
+    resumed = re.search(
+        r"resumed from .* at step (\d+)", (out / "logs" / "learner.log").read_text()
+    )
+    assert resumed and int(resumed.group(1)) > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stop_reason"] == "max_env_steps" and summary["env_steps"] >= budget
+    assert summary["learner_steps"] > int(resumed.group(1))
+    metrics = (out / "metrics.jsonl").read_text().splitlines()
+    assert metrics[: len(metrics_before)] == metrics_before  # appended, not rewritten
+    assert json.loads(metrics[len(metrics_before)])["env_steps"] >= steps_before
+    assert {p.name for p in (out / "policy").iterdir()} == FILES
+    assert len(list((out / "tb").glob("events.out.tfevents.*"))) == 2  # one per part
+
+    # actorq eval reproduces the run's evaluation of the best version (same seed).
+    card = json.loads((out / "policy" / "best-int8.json").read_text())
+    evals = [json.loads(line) for line in (out / "evals.jsonl").read_text().splitlines()]
+    same = [
+        e
+        for e in evals
+        if e["version"] == card["policy_version"] and e["precision"] == "int8"
+        if not e["stopped_early"]
+    ]
+    assert same and card["evaluation"]["mean_return"] == same[-1]["mean_return"]
+    evaluated = actorq("eval", str(out), timeout=120)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"mean {card['evaluation']['mean_return']:.2f}" in evaluated.stdout
+
+    # Export the best int8 policy and run it as the README shows.
+    exported = actorq(
+        "export", str(out), "--precision", "int8", "--out", str(tmp_path / "policy.onnx")
+    )
+    assert exported.returncode == 0, exported.stderr
+    snippet = run_readme_snippet(tmp_path)
+    assert snippet.returncode == 0, snippet.stderr
+    assert snippet.stdout.startswith("return ")
