@@ -46,6 +46,7 @@ from commands.train.monitor import Snapshot, Watch
 from commands.train.progress import budget_line, result_line
 from commands.train.regime import CpuMeter
 from commands.train.summary import CarbonSummary, RunSummary, clear_results, from_dict
+from commands.train.supervisor import RestartPolicy, StepCarry, Supervisor
 
 log = logging.getLogger("actorq.train")
 
@@ -60,7 +61,11 @@ class Run(Watch):
         super().__init__(plan.train, out, addresses, actors)
         self.plan = plan
         self.carbon = settings
-        self.processes: list[procs.ServiceProcess] = []
+        # label -> (service, port, flags, env): how to start it again.
+        self.specs: dict[str, tuple[str, int, Sequence[str], dict[str, str]]] = {}
+        policy = RestartPolicy(plan.train.max_restarts, plan.train.restart_window_s)
+        self.supervisor = Supervisor(self._spawn, procs.serving, policy, self._restarted)
+        self.steps = StepCarry()
         self.logs_hint = f"; see {out / 'logs'}"
         self.cpus = available_cpus()
         self.carbon_off = ""  # why energy is not tracked, when it cannot be
@@ -73,9 +78,23 @@ class Run(Watch):
         # Metrics off in every child: one ACTORQ_METRICS_PORT from the user's shell
         # would be bound by the first service and make the next ones fail to start.
         env = {**(self.carbon.env(label) if self.carbon else {}), METRICS_PORT_ENV: "0", **env}
+        self.specs[label] = (name, port, flags, env)
+        self.supervisor.add(self._spawn(label))
+
+    def _spawn(self, label: str) -> procs.ServiceProcess:
+        """Start (or start again) the process of a label, logging to logs/LABEL.log."""
+        name, port, flags, env = self.specs[label]
         config = ["--config", str(self.out / "config.yaml"), *flags]
-        svc = procs.start(name, config, self.out / "logs", port=port, env=env, label=label)
-        self.processes.append(svc)
+        return procs.start(name, config, self.out / "logs", port=port, env=env, label=label)
+
+    @property
+    def processes(self) -> list[procs.ServiceProcess]:
+        """Every label's current process."""
+        return self.supervisor.processes
+
+    def _restarted(self, line: str) -> None:
+        self.progress.done()
+        print(line, file=sys.stderr)
 
     def start(self) -> None:
         """Start replay and quantizer, then the learner and the actors; wait for each to be
@@ -95,6 +114,7 @@ class Run(Watch):
         )
         self.read_cpu()
         self.evaluator.start()
+        self.supervisor.start()
 
     def read_cpu(self) -> None:
         """Read every process's CPU time (the launcher's own: the evaluator's)."""
@@ -108,15 +128,24 @@ class Run(Watch):
     def cpu_shares(self) -> dict[str, float]:
         return self.cpu.shares()
 
+    def env_steps(self, snap: Snapshot) -> int | None:
+        """The actors' env steps, a restarted actor's earlier lives included."""
+        counts = [
+            (n, a.env_steps if a else None) for n, a in zip(self.actors, snap.actors, strict=True)
+        ]
+        return self.steps.total(counts)
+
     def dead_service(self) -> tuple[str, str]:
-        dead = [s for s in self.processes if not s.alive() and s.proc.returncode != 0]
-        if not dead:
+        """The supervisor restarts what exits; the run ends only when it gives up."""
+        reason = self.supervisor.gave_up
+        if not reason:
             return "", ""
-        reason = f"{dead[0].name} exited with code {dead[0].proc.returncode}"
-        return reason, f"{reason}; its log ends:\n{dead[0].log_tail()}"
+        ends = "\n".join(self.supervisor.last_words)
+        return reason, f"stopping: {reason}; its log ends:\n{ends}{self.logs_hint}"
 
     def stop_serving(self) -> None:
         """Stop every process: actors first, so their final flush still finds replay up."""
+        self.supervisor.stop()
         actors = [s for s in self.processes if s.name in self.actors]
         procs.stop_all(actors)
         procs.stop_all([s for s in self.processes if s not in actors])
@@ -126,6 +155,7 @@ class Run(Watch):
         summary.mode = "train"
         summary.pids = {s.name: s.pid for s in self.processes}
         summary.exit_codes = {s.name: s.proc.returncode for s in self.processes}
+        summary.restarts = self.supervisor.records()
         summary.energy_kwh, summary.emissions_kg, summary.carbon = carbon_figures(
             self.carbon, [s.name for s in self.processes], self.carbon_off
         )

@@ -1,0 +1,131 @@
+"""`actorq train` survives kill -9 of every one of its services (issue 13).
+
+One short CartPole run with its replay on a real Redis: an actor and the
+quantizer are killed with SIGKILL as soon as a model is served, then the
+learner (after its first checkpoint) and the replay together. The launcher's
+supervisor restarts each; the run must end as planned, with every restart in
+summary.json, the final evaluation of both precisions done, the learner
+resumed from its checkpoint, and every transition replay had acknowledged to
+the surviving actor still in replay after the replay's restart.
+
+The supervisor's own rules (backoff, the restart budget and the run ending
+when it is spent, records) are unit-tested in tests/test_supervisor.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis_server import RedisServer
+
+from actorq.clients import ActorClient, ReplayClient
+from actorq.rpc import channel, wait_healthy
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "fault-test-token-0123456789abcdef"
+
+
+def service_pids(config: Path) -> dict[str, tuple[int, int]]:
+    """label -> (pid, port) of the run's live service processes, read from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            state = (entry / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if str(config) not in argv or "serve" not in argv or state == "Z":
+            continue
+        name = argv[argv.index("serve") + 1]
+        if name == "actor":
+            name = f"actor-{argv[argv.index('--actor-index') + 1]}"
+        found[name] = (int(entry.name), int(argv[argv.index("--port") + 1]))
+    return found
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def last_metrics(out: Path) -> dict[str, Any]:
+    path = out / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return json.loads(lines[-1]) if lines else {}
+
+
+def test_a_run_survives_kill_9_of_an_actor_the_quantizer_the_learner_and_the_replay(
+    tmp_path: Path,
+) -> None:
+    out, config = tmp_path / "run", tmp_path / "fast.yaml"
+    # Checkpoints every second, so the learner has one to resume from when it is killed.
+    config.write_text("learner:\n  checkpoint_every_s: 1\n")
+    env = {**os.environ, "ACTORQ_TOKEN": TOKEN}  # the test talks to the services too
+    with RedisServer.start(tmp_path / "redis") as redis:
+        cmd = [sys.executable, "-m", "commands.cli", "train", "--env", "CartPole-v1"]
+        cmd += ["--actors", "2", "--max-env-steps", "0", "--max-seconds", "35"]
+        cmd += ["--eval-episodes", "3", "--replay-store", redis.url, "--config", str(config)]
+        cmd += ["--out", str(out), "--quiet"]
+        run = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            run_config = out / "config.yaml"
+            wait_for("5 services", lambda: len(service_pids(run_config)) == 5)
+            wait_for("a served model", lambda: (last_metrics(out).get("model_version") or 0) > 0)
+            first = service_pids(run_config)
+            os.kill(first["actor-0"][0], signal.SIGKILL)
+            os.kill(first["quantizer"][0], signal.SIGKILL)
+            wait_for(
+                "the quantizer back",
+                lambda: (
+                    service_pids(run_config).get("quantizer", first["quantizer"])[0]
+                    != first["quantizer"][0]
+                ),
+            )
+            wait_for("a checkpoint", lambda: any((out / "checkpoints").glob("*")))
+            replay_address = f"127.0.0.1:{first['replay'][1]}"
+            with channel(f"127.0.0.1:{first['actor-1'][1]}", env=env) as ch:
+                survivor = ActorClient(ch).status()
+            # Everything actor-1 had acknowledged before the replay dies must be there after.
+            os.kill(first["replay"][0], signal.SIGKILL)
+            os.kill(first["learner"][0], signal.SIGKILL)
+            wait_healthy(replay_address, 60)
+            with channel(replay_address, env=env) as ch:
+                kept = ReplayClient(ch).stats().inserted_by_actor[survivor.actor_id]
+            _, stderr = run.communicate(timeout=120)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    assert run.returncode == 0, stderr[-3000:]
+    assert survivor.transitions_sent > 0
+    assert kept >= survivor.transitions_sent
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stop_reason"] == "max_seconds"
+    restarts = {r["service"]: r for r in summary["restarts"]}
+    assert set(restarts) == {"actor-0", "quantizer", "learner", "replay"}
+    for name, record in restarts.items():
+        assert record["signal"] == "SIGKILL", record
+        assert record["downtime_s"] is not None, record
+        assert record["pid"] == first[name][0]
+        assert f"restarted {name}: killed by SIGKILL" in stderr
+    # The final evaluation ran, in both precisions, after the quantizer's restart.
+    assert all(isinstance(v, float) for v in summary["eval"].values()), summary["eval"]
+    assert set(summary["eval"]) == {"fp32", "int8"}
+    assert "resumed from" in (out / "logs" / "learner.log").read_text()
+    assert summary["exit_codes"] == dict.fromkeys(summary["pids"], 0)
