@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from redis_server import RedisServer
 
@@ -31,7 +32,12 @@ from actorq.clients import ActorClient, ReplayClient
 from actorq.rpc import channel, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "fault-test-token-0123456789abcdef"
+
+
+def token_env(pid: int) -> dict[str, str]:
+    """The run's token variable, as the launcher gave it to a service process."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+    return dict(v.split("=", 1) for v in environ if v.startswith("ACTORQ_TOKEN"))
 
 
 def service_pids(config: Path) -> dict[str, tuple[int, int]]:
@@ -74,10 +80,14 @@ def test_a_run_survives_kill_9_of_an_actor_the_quantizer_the_learner_and_the_rep
     out, config = tmp_path / "run", tmp_path / "fast.yaml"
     # Checkpoints every second, so the learner has one to resume from when it is killed.
     config.write_text("learner:\n  checkpoint_every_s: 1\n")
-    env = {**os.environ, "ACTORQ_TOKEN": TOKEN}  # the test talks to the services too
+    # No ACTORQ_TOKEN*: the launcher makes a token of its own for the run.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORQ_TOKEN")}
     with RedisServer.start(tmp_path / "redis") as redis:
         cmd = [sys.executable, "-m", "commands.cli", "train", "--env", "CartPole-v1"]
-        cmd += ["--actors", "2", "--max-env-steps", "0", "--max-seconds", "35"]
+        # A budget in env steps, not seconds: the run goes on until the services killed
+        # are back (actors need replay, and replay's rate limit the learner), however
+        # slow a loaded machine makes their restarts.
+        cmd += ["--actors", "2", "--max-env-steps", "10000"]
         cmd += ["--eval-episodes", "3", "--replay-store", redis.url, "--config", str(config)]
         cmd += ["--out", str(out), "--quiet"]
         run = subprocess.Popen(
@@ -88,6 +98,18 @@ def test_a_run_survives_kill_9_of_an_actor_the_quantizer_the_learner_and_the_rep
             wait_for("5 services", lambda: len(service_pids(run_config)) == 5)
             wait_for("a served model", lambda: (last_metrics(out).get("model_version") or 0) > 0)
             first = service_pids(run_config)
+            tokens = token_env(first["replay"][0])
+            assert list(tokens) == ["ACTORQ_TOKEN_FILE"]
+            token_file = Path(tokens["ACTORQ_TOKEN_FILE"])
+            assert token_file.stat().st_mode & 0o777 == 0o600
+            token = token_file.read_text()
+            for pid, _ in first.values():
+                assert token not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+            replay_address = f"127.0.0.1:{first['replay'][1]}"
+            with channel(replay_address, env=env) as ch, pytest.raises(grpc.RpcError) as refused:
+                ReplayClient(ch).stats()  # no token: refused
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            env = {**env, **tokens}  # the test talks to the services from here on
             os.kill(first["actor-0"][0], signal.SIGKILL)
             os.kill(first["quantizer"][0], signal.SIGKILL)
             wait_for(
@@ -98,7 +120,6 @@ def test_a_run_survives_kill_9_of_an_actor_the_quantizer_the_learner_and_the_rep
                 ),
             )
             wait_for("a checkpoint", lambda: any((out / "checkpoints").glob("*")))
-            replay_address = f"127.0.0.1:{first['replay'][1]}"
             with channel(f"127.0.0.1:{first['actor-1'][1]}", env=env) as ch:
                 survivor = ActorClient(ch).status()
             # Everything actor-1 had acknowledged before the replay dies must be there after.
@@ -116,7 +137,7 @@ def test_a_run_survives_kill_9_of_an_actor_the_quantizer_the_learner_and_the_rep
     assert survivor.transitions_sent > 0
     assert kept >= survivor.transitions_sent
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["stop_reason"] == "max_seconds"
+    assert summary["stop_reason"] == "max_env_steps"
     restarts = {r["service"]: r for r in summary["restarts"]}
     assert set(restarts) == {"actor-0", "quantizer", "learner", "replay"}
     for name, record in restarts.items():
@@ -129,3 +150,9 @@ def test_a_run_survives_kill_9_of_an_actor_the_quantizer_the_learner_and_the_rep
     assert set(summary["eval"]) == {"fp32", "int8"}
     assert "resumed from" in (out / "logs" / "learner.log").read_text()
     assert summary["exit_codes"] == dict.fromkeys(summary["pids"], 0)
+    # The run's token: gone with the run, never written where a run leaves things.
+    assert not token_file.exists()
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert token not in path.read_text(errors="replace"), path
+    assert token not in stderr

@@ -26,13 +26,20 @@ class Evaluator(threading.Thread):
     box allows; its time counts in wall time like everything else.
     """
 
-    def __init__(self, args: TrainArgs, quantizer_addr: str, state: RunState, out: Path) -> None:
+    def __init__(
+        self,
+        args: TrainArgs,
+        quantizer_addr: str,
+        state: RunState,
+        out: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(name="evaluator", daemon=True)
         self.args = args
         self.state = state
         self.out = out
         self.stop_event = threading.Event()
-        self._channel = channel(quantizer_addr)
+        self._channel = channel(quantizer_addr, env=env)
         self._client = QuantizerClient(self._channel)
         self._bound = max_episode_return(args.env)
         self.error: str = ""

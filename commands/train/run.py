@@ -45,6 +45,7 @@ from commands.train.configs import (
 from commands.train.monitor import Snapshot, Watch
 from commands.train.progress import budget_line, result_line
 from commands.train.regime import CpuMeter
+from commands.train.runtoken import RunToken
 from commands.train.summary import CarbonSummary, RunSummary, clear_results, from_dict
 from commands.train.supervisor import RestartPolicy, StepCarry, Supervisor
 
@@ -58,7 +59,8 @@ class Run(Watch):
     def __init__(self, plan: RunConfig, out: Path, settings: carbon.CarbonSettings | None) -> None:
         actors = {f"actor-{a.actor_index}": f"{HOST}:{a.port}" for a in plan.actors}
         addresses = {name: f"{HOST}:{port}" for name, port in plan.ports.items()}
-        super().__init__(plan.train, out, addresses, actors)
+        self.token = RunToken(os.environ)  # this run's own token, unless the user set one
+        super().__init__(plan.train, out, addresses, actors, {**os.environ, **self.token.env})
         self.plan = plan
         self.carbon = settings
         # label -> (service, port, flags, env): how to start it again.
@@ -77,7 +79,8 @@ class Run(Watch):
         label = label or name
         # Metrics off in every child: one ACTORQ_METRICS_PORT from the user's shell
         # would be bound by the first service and make the next ones fail to start.
-        env = {**(self.carbon.env(label) if self.carbon else {}), METRICS_PORT_ENV: "0", **env}
+        carbon_env = self.carbon.env(label) if self.carbon else {}
+        env = {**carbon_env, METRICS_PORT_ENV: "0", **self.token.env, **env}
         self.specs[label] = (name, port, flags, env)
         self.supervisor.add(self._spawn(label))
 
@@ -149,6 +152,7 @@ class Run(Watch):
         actors = [s for s in self.processes if s.name in self.actors]
         procs.stop_all(actors)
         procs.stop_all([s for s in self.processes if s not in actors])
+        self.token.remove()
 
     def account(self, summary: RunSummary) -> RunSummary:
         """Add what the processes leave behind: pids, exit codes, energy; then write it."""
