@@ -9,7 +9,8 @@ resumed from its checkpoint, and every transition replay had acknowledged to
 the surviving actor still in replay after the replay's restart.
 
 The supervisor's own rules (backoff, the restart budget and the run ending
-when it is spent, records) are unit-tested in tests/test_supervisor.py.
+when it is spent, records) are unit-tested in tests/test_supervisor.py;
+`actorq bench faults` runs to the target with each service killed in turn.
 """
 
 from __future__ import annotations
@@ -19,10 +20,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -30,48 +28,9 @@ from redis_server import RedisServer
 
 from actorq.clients import ActorClient, ReplayClient
 from actorq.rpc import channel, wait_healthy
+from commands.bench.faults import last_metrics, service_pids, token_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def token_env(pid: int) -> dict[str, str]:
-    """The run's token variable, as the launcher gave it to a service process."""
-    environ = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
-    return dict(v.split("=", 1) for v in environ if v.startswith("ACTORQ_TOKEN"))
-
-
-def service_pids(config: Path) -> dict[str, tuple[int, int]]:
-    """label -> (pid, port) of the run's live service processes, read from /proc."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            state = (entry / "stat").read_text().split()[2]
-        except OSError:
-            continue
-        if str(config) not in argv or "serve" not in argv or state == "Z":
-            continue
-        name = argv[argv.index("serve") + 1]
-        if name == "actor":
-            name = f"actor-{argv[argv.index('--actor-index') + 1]}"
-        found[name] = (int(entry.name), int(argv[argv.index("--port") + 1]))
-    return found
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-def last_metrics(out: Path) -> dict[str, Any]:
-    path = out / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return json.loads(lines[-1]) if lines else {}
 
 
 def test_a_run_survives_kill_9_of_an_actor_the_quantizer_the_learner_and_the_replay(
