@@ -84,10 +84,10 @@ def test_a_run_survives_kill_9_of_an_actor_the_quantizer_the_learner_and_the_rep
             # Everything actor-1 had acknowledged before the replay dies must be there after.
             os.kill(first["replay"][0], signal.SIGKILL)
             os.kill(first["learner"][0], signal.SIGKILL)
-            wait_healthy(replay_address, 60)
+            wait_healthy(replay_address, 120)
             with channel(replay_address, env=env) as ch:
                 kept = ReplayClient(ch).stats().inserted_by_actor[survivor.actor_id]
-            _, stderr = run.communicate(timeout=120)
+            _, stderr = run.communicate(timeout=300)
         finally:
             if run.poll() is None:
                 run.kill()
