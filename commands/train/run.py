@@ -5,7 +5,9 @@ actors as separate OS processes on loopback ports (exactly what the containers
 run: `actorq serve NAME`), waits for their gRPC health checks, evaluates the
 served policy greedily as it improves, shows live progress, stops at the
 target or the budget, shuts every process down (also on Ctrl-C) and writes
-the run directory:
+the run directory. A process that exits meanwhile is restarted by the
+supervisor (``supervisor.py``) within its restart budget; the services
+authenticate with a token made for the run (``runtoken.py``).
 
     DIR/config.yaml      resolved configuration of every service
     DIR/metrics.jsonl    one JSON line of progress per poll
