@@ -12,7 +12,7 @@ from actorq.config import ConfigError
 from commands import carbon, procs
 
 SERVICES = ("replay", "quantizer", "learner", "actor")
-BENCHES = ("actor", "learner", "replay", "fuzz")
+BENCHES = ("actor", "learner", "replay", "fuzz", "faults")
 # The other commands: each module's main(argv) -> exit code, imported only when run
 # (`actorq serve` imports no command).
 COMMANDS = {

@@ -90,6 +90,10 @@ class ServiceProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def exit_status(self) -> int | None:
+        """The exit code, -N when signal N ended it, None while it runs."""
+        return self.proc.poll()
+
     def terminate(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -170,6 +174,15 @@ def wait_all_healthy(services: Sequence[ServiceProcess], timeout_s: float) -> No
                 break
             except TimeoutError:
                 continue
+
+
+def serving(svc: ServiceProcess, timeout_s: float = 1.0) -> bool:
+    """Whether svc answers its health check with SERVING within about timeout_s."""
+    try:
+        wait_healthy(svc.address, timeout_s)
+    except TimeoutError:
+        return False
+    return True
 
 
 def stop_all(services: Sequence[ServiceProcess], timeout: float = 20.0) -> None:

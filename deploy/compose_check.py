@@ -17,7 +17,7 @@ trained stack, and checks:
 - no acknowledged transition is lost: per actor, what its processes counted as
   acknowledged (ActorService.GetStatus transitions_sent; the count it logs when it
   stops) against the per-actor insert count Redis holds, read with redis-cli;
-- no container runs as root; the Redis password is in no `docker inspect` output,
+- no container runs as root; the Redis password and the tokens are in no `docker inspect` output,
   no `docker history --no-trunc` of the images, no container log.
 
 Prints a table, writes it as JSON to runs/compose-check.json, exits 1 on any failure
@@ -61,6 +61,8 @@ from compose_stack import (
 )
 
 RUN_DIR = "/runs/cartpole-dqn-int8"
+# The per-role tokens deploy/compose-secrets.sh writes (token-ROLE).
+ROLES = ("learner", "actor", "reader")
 # Kills the service process under the container's init (compose `init: true`): a crash
 # as Docker sees it, so the restart policy applies.
 CRASH = (
@@ -89,6 +91,8 @@ class Check:
 
     def __init__(self, stack: Stack, work: Path, password: str) -> None:
         self.stack, self.work, self.password = stack, work, password
+        secrets_dir = Path(stack.env["ACTORQ_SECRETS_DIR"])
+        self.tokens = [(secrets_dir / f"token-{r}").read_text().strip() for r in ROLES]
         self.t0 = time.monotonic()
         self.rows: list[Row] = []
         self.poller = Poller(stack, work, self.t0)
@@ -441,7 +445,8 @@ class Check:
         )
 
     def secrets(self) -> None:
-        """The Redis password in no docker inspect, docker history or container log."""
+        """The Redis password and the tokens in no docker inspect, docker history or
+        container log."""
         ids = self.stack.ids()
         texts = {
             "docker inspect (containers)": run(["docker", "inspect", *ids]).stdout,
@@ -461,9 +466,10 @@ class Check:
         # Actors compose removed when scaling down: the poller kept their logs.
         for log_file in sorted(self.work.glob("actor-*.log")):
             texts[f"logs {log_file.stem}"] = log_file.read_text(errors="replace")
-        where = [name for name, text in texts.items() if self.password in text]
+        secrets = [self.password, *self.tokens]
+        where = [name for name, text in texts.items() if any(x in text for x in secrets)]
         self.row(
-            "Redis password in docker inspect, history, logs",
+            "Redis password and tokens in docker inspect, history, logs",
             "nowhere",
             f"searched {len(texts)} outputs" + (f"; FOUND in {where}" if where else ": not found"),
             not where,

@@ -139,6 +139,8 @@ class Stack:
 
     def __init__(self, compose: list[str], secrets_dir: Path, actors: int) -> None:
         self.compose_cmd = [*compose, "-p", PROJECT, "-f", str(ROOT / "docker-compose.yml")]
+        # The check reads status and stats with the reader's token, as the coordinator does.
+        self.client_env = {"ACTORQ_TOKEN_READER_FILE": str(secrets_dir / "token-reader")}
         self.env = {
             **os.environ,
             "ACTORQ_SECRETS_DIR": str(secrets_dir),
@@ -221,7 +223,7 @@ class Poller(threading.Thread):
 
     def _channel(self, address: str) -> grpc.Channel:
         if address not in self._channels:
-            self._channels[address] = channel(address)
+            self._channels[address] = channel(address, env=self.stack.client_env)
         return self._channels[address]
 
     def poll(self, only: str | None = None) -> None:

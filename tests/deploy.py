@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from actorq import config, metrics, tls
+from actorq import auth, config, metrics, tls
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -59,6 +59,7 @@ PROCESS_ENV_VARS = {
     metrics.METRICS_PORT_ENV,
     metrics.METRICS_HOST_ENV,
     *tls.ENV_VARS,
+    *auth.ENV_VARS,
 }
 
 
@@ -67,6 +68,57 @@ def env_vars_read_by(service: str) -> set[str]:
     leaves = config.leaves(service_config(service))
     names = {config.ENV_PREFIX + dotted.replace(".", "_").upper() for dotted, _f, _t in leaves}
     return names | PROCESS_ENV_VARS
+
+
+# -------------------------------------------------------------------- tokens
+
+# The tokens each ActorQ container holds in compose and Kubernetes (README, "Authentication
+# and roles"): servers the roles they admit, clients their own role's and the reader's.
+TOKENS_OF = {
+    "replay": ("learner", "actor", "reader"),
+    "quantizer": ("learner", "actor", "reader"),
+    "learner": ("learner", "reader"),
+    "actor": ("actor", "reader"),
+    "coordinator": ("reader",),
+}
+# Who calls what: caller -> (the role its channels present, [(server, method name)]).
+CALLS = {
+    "learner": ("learner", [("replay", "Sample"), ("replay", "UpdatePriorities"),
+                            ("replay", "GetStats"), ("quantizer", "PublishWeights"),
+                            ("quantizer", "ListModels")]),
+    "actor": ("actor", [("replay", "Insert"), ("quantizer", "GetModel")]),
+    "coordinator": (None, [("replay", "GetStats"), ("quantizer", "ListModels"),
+                           ("quantizer", "GetModel"), ("learner", "GetStatus")]),
+}  # fmt: skip
+
+
+def method(server: str, name: str) -> str:
+    """The full gRPC name of a method of a server (``/actorq.v1.ReplayService/Insert``)."""
+    (full,) = [m for m in auth.POLICY if m.endswith(f".{server.capitalize()}Service/{name}")]
+    return full
+
+
+def check_token_roles(token_env: Mapping[str, Mapping[str, str]]) -> None:
+    """With each container's token variables (files readable here), every caller is admitted
+    for every call it makes, and no actor token may publish weights or touch priorities."""
+    accepted = {s: auth.accepted_tokens(token_env[s]) for s in ("replay", "quantizer", "learner")}
+    for caller, (role, calls) in CALLS.items():
+        token = auth.client_token(token_env[caller], role)
+        assert token, caller
+        for server, name in calls:
+            tokens = accepted[server]
+            assert tokens is not None, server
+            got = tokens.role_of(token)
+            assert got is not None and got in auth.roles_for(method(server, name)), (
+                caller,
+                server,
+                name,
+            )
+    actor_token = auth.client_token(token_env["actor"], "actor")
+    for server, name in (("quantizer", "PublishWeights"), ("replay", "UpdatePriorities")):
+        tokens = accepted[server]
+        assert tokens is not None
+        assert tokens.role_of(actor_token) not in auth.roles_for(method(server, name)), name
 
 
 # ------------------------------------------------------------------- compose

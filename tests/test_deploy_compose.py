@@ -21,6 +21,8 @@ from commands import attach
 from deploy import (
     ROOT,
     SERVICES,
+    TOKENS_OF,
+    check_token_roles,
     deploy_script,
     dockerfile_stages,
     env_vars_read_by,
@@ -178,6 +180,41 @@ def test_the_secrets_script_keeps_a_password_and_rewrites_the_replay_file(secret
     assert (secrets / "redis-password").read_text() == password
     assert password in (secrets / "replay.yaml").read_text()
     assert secrets.stat().st_mode & 0o077 == 0
+
+
+def test_each_container_holds_only_its_roles_tokens_as_secret_files(
+    compose: dict[str, Any],
+) -> None:
+    for name, roles in TOKENS_OF.items():
+        svc = compose["services"][name]
+        given = {k: v for k, v in environment(svc).items() if k.startswith("ACTORQ_TOKEN")}
+        assert given == {f"ACTORQ_TOKEN_{r.upper()}_FILE": f"/run/secrets/token-{r}" for r in roles}
+        assert {s for s in svc["secrets"] if s.startswith("token-")} == {
+            f"token-{r}" for r in roles
+        }
+    for role in ("learner", "actor", "reader"):
+        assert compose["secrets"][f"token-{role}"]["file"] == f"./.secrets/token-{role}"
+
+
+def test_with_the_tokens_the_script_writes_every_caller_is_admitted_where_it_calls(
+    compose: dict[str, Any], secrets: Path
+) -> None:
+    """The tokens and the roles fit together: the learner may publish and sample, actors
+    insert and pull models, the coordinator read; an actor's token cannot publish."""
+    token_env = {
+        name: {
+            k: v.replace("/run/secrets", str(secrets))
+            for k, v in environment(compose["services"][name]).items()
+            if k.startswith("ACTORQ_TOKEN")
+        }
+        for name in TOKENS_OF
+    }
+    check_token_roles(token_env)
+    tokens = {(secrets / f"token-{r}").read_text() for r in ("learner", "actor", "reader")}
+    assert len(tokens) == 3 and all(len(t) == 64 for t in tokens)
+    # Kept when the script runs again (containers hold them); the folder stays private.
+    subprocess.run([str(SECRETS_SCRIPT), str(secrets)], check=True, capture_output=True)
+    assert {(secrets / f"token-{r}").read_text() for r in ("learner", "actor", "reader")} == tokens
 
 
 def test_healthchecks_ask_the_grpc_health_service_on_the_listening_port(

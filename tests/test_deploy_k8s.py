@@ -12,7 +12,16 @@ import pytest
 import yaml
 
 from commands import attach
-from deploy import K8S, SERVICES, dockerfile_stages, env_vars_read_by, load_compose, render
+from deploy import (
+    K8S,
+    SERVICES,
+    TOKENS_OF,
+    check_token_roles,
+    dockerfile_stages,
+    env_vars_read_by,
+    load_compose,
+    render,
+)
 
 OVERLAYS = ("dev", "paper")
 K8S_VERSION = "1.30.0"  # oldest we claim: native gRPC probes are GA since 1.27
@@ -144,9 +153,11 @@ def test_the_coordinator_job_follows_the_services_and_keeps_its_results(
         ("learner", addrs.learner),
     ):
         assert address.removeprefix("dns:///") == f"{service}:{PORTS[service]}"
-    (mount,) = c["volumeMounts"]
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] != "tokens"]
     assert args.out.startswith(mount["mountPath"] + "/")
-    (volume,) = job["spec"]["template"]["spec"]["volumes"]
+    (volume,) = [
+        v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]
+    ]
     assert volume["persistentVolumeClaim"]["claimName"] in by_kind(docs, "PersistentVolumeClaim")
     # The compose coordinator and the Job run the same run.
     compose_args, _a, _r = attach.parse_args(load_compose({})["services"]["coordinator"]["command"])
@@ -254,6 +265,30 @@ def test_actors_take_one_core_and_every_pod_is_scraped_and_non_root(
     for name, doc in workloads(docs).items():
         security = doc["spec"]["template"]["spec"]["securityContext"]
         assert security["runAsNonRoot"] is True and security["runAsUser"] != 0, name
+
+
+def test_each_pod_mounts_only_its_roles_tokens_from_the_secret(
+    rendered: tuple[str, list[dict[str, Any]]], tmp_path: Any
+) -> None:
+    _name, docs = rendered
+    for role in ("learner", "actor", "reader"):  # the Secret's keys, as files here
+        (tmp_path / role).write_text(f"{role}-token-{'x' * 32}")
+    token_env = {}
+    for name, roles in TOKENS_OF.items():
+        workload = workloads(docs)[name]
+        c = container(workload)
+        (mount,) = [m for m in c["volumeMounts"] if m["name"] == "tokens"]
+        (volume,) = [
+            v for v in workload["spec"]["template"]["spec"]["volumes"] if v["name"] == "tokens"
+        ]
+        assert mount["readOnly"] is True
+        assert volume["secret"]["secretName"] == "actorq-tokens"
+        assert volume["secret"]["defaultMode"] == 0o440
+        assert [i["key"] for i in volume["secret"]["items"]] == list(roles), name
+        env = {e["name"]: e["value"] for e in c["env"] if e["name"].startswith("ACTORQ_TOKEN")}
+        assert env == {f"ACTORQ_TOKEN_{r.upper()}_FILE": f"{mount['mountPath']}/{r}" for r in roles}
+        token_env[name] = {k: v.replace(mount["mountPath"], str(tmp_path)) for k, v in env.items()}
+    check_token_roles(token_env)
 
 
 def test_the_redis_password_is_referenced_never_contained(

@@ -126,14 +126,40 @@ class FakeClock:
 def test_an_actor_counts_while_its_inserts_grow_and_stops_counting_after_the_window() -> None:
     clock = FakeClock()
     counter = ActorCounter(window_s=10, clock=clock)
-    counter.observe({"a": 5, "b": 7})
+    counter.observe({"a": 5, "b": 7})  # the baseline: who still inserts is not known yet
+    assert counter.active() == []
+    clock.t = 1
+    counter.observe({"a": 6, "b": 8})
     assert counter.active() == ["a", "b"]
     clock.t = 8
-    counter.observe({"a": 9, "b": 7})  # b inserted nothing since t=0
+    counter.observe({"a": 9, "b": 8})  # b inserted nothing since t=1
     clock.t = 12
     assert counter.active() == ["a"]
     clock.t = 19
-    counter.observe({"a": 10, "b": 7, "c": 1})
+    counter.observe({"a": 10, "b": 8, "c": 1})  # c is new: it inserted since t=8
     assert counter.active() == ["a", "c"]
     clock.t = 30
     assert counter.active() == []
+
+
+def test_a_restarted_learner_counts_only_the_actors_still_inserting() -> None:
+    """Replay (in Redis) remembers five actors of which two still run: a learner started
+    mid-run counted all five for a whole window, until they aged out."""
+    clock = FakeClock()
+    counter = ActorCounter(window_s=15, clock=clock)
+    remembered = {f"actor-{i}": 1000 for i in range(5)}
+    counter.observe(remembered)
+    clock.t = 1
+    counter.observe({**remembered, "actor-0": 1010, "actor-3": 1020})
+    assert counter.active() == ["actor-0", "actor-3"]
+
+
+def test_an_actor_counts_again_when_a_restarted_replay_counts_from_zero() -> None:
+    clock = FakeClock()
+    counter = ActorCounter(window_s=10, clock=clock)
+    counter.observe({"a": 500})
+    clock.t = 1
+    counter.observe({"a": 510})
+    clock.t = 30  # a memory replay restarted empty; the actor inserted 20 since
+    counter.observe({"a": 20})
+    assert counter.active() == ["a"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from actorq.v1 import actor_pb2, learner_pb2
+from commands.train import regime as regime_module
 from commands.train.regime import CpuMeter, classify, cpu_seconds, regime
 from commands.train.summary import RunSummary
 
@@ -88,3 +90,19 @@ def test_the_regime_survives_a_summary_round_trip() -> None:
     r = regime([_actor(10, 1.0, 1.0, 1.0)], _learner(1.0, 1.0, 4.0), {"learner": 0.5}, cpus=2)
     back = RunSummary.from_dict(RunSummary(regime=r).to_dict())
     assert back.regime == r
+
+
+def test_cpu_meter_adds_a_restarted_processs_cpu_to_its_label(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seconds = {101: 5.0, 202: 0.0}
+    monkeypatch.setattr(regime_module, "cpu_seconds", lambda pid: seconds.get(pid))
+    clock = iter([0.0, 10.0, 20.0])
+    monkeypatch.setattr(regime_module, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    meter = CpuMeter(cpus=1)
+    meter.read({"learner": 101})  # t=0: 5 s of CPU at its start
+    seconds[101] = 7.0
+    meter.read({"learner": 101})  # t=10: 2 s more; then killed and restarted as 202
+    seconds[202] = 3.0
+    meter.read({"learner": 202})  # t=20: the new process used 3 s since its start
+    assert meter.shares() == {"learner": 0.25}

@@ -5,15 +5,18 @@ the learner's count of actors follows while training goes on. The coordinator
 (`actorq attach`, as compose runs it) follows the run and writes summary and report.
 
 Rewrites, and why: NAME:PORT -> 127.0.0.1:FREE_PORT (no container network here),
-/runs and /run/secrets -> temp dirs (no volume, no compose secrets), metrics port 9100 -> a free port per process (all share
-one host), actor ports -> one free port per actor, `{hostname}` -> a fake container name per actor (all share one host name),
-the learner's actors_window_s 15 -> 4 s and the coordinator's budget -> 45 s (to keep the
-test short).
+/runs and /run/secrets -> temp dirs (no volume, no compose secrets: the Redis password and
+the per-role tokens are files there, as deploy/compose-secrets.sh writes them), metrics
+port 9100 -> a free port per process (all share one host), actor ports -> one free port
+per actor, `{hostname}` -> a fake container name per actor (all share one host name), the
+learner's actors_window_s 15 -> 4 s and the coordinator's budget -> 45 s (to keep the
+test short). Authentication is on, as in compose: the test reads with the reader's token.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -23,11 +26,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from conftest import ROOT
 from redis_server import RedisServer
 
-from actorq.clients import ActorClient, LearnerClient
+from actorq.clients import ActorClient, LearnerClient, ReplayClient
 from actorq.rpc import channel
 from commands import procs
 from deploy import dockerfile_stages, environment, image_env, load_compose
@@ -92,6 +96,11 @@ class Topology:
         self.started.append(svc)
         return svc
 
+    def reader_env(self) -> dict[str, str]:
+        """The coordinator's environment (its reader token): what this test reads with too."""
+        env = environment(self.compose["services"]["coordinator"])
+        return {k: self.rewrite(v) for k, v in env.items()}
+
     def coordinator(self, budget_s: float) -> subprocess.Popen[bytes]:
         args = [self.rewrite(a) for a in self.compose["services"]["coordinator"]["command"]]
         log = open(self.tmp / "logs" / "coordinator.log", "wb")  # noqa: SIM115
@@ -105,6 +114,7 @@ class Topology:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
+            env={**os.environ, **self.reader_env()},
         )
 
 
@@ -149,7 +159,7 @@ def test_actors_scale_1_3_1_mid_run_and_the_learner_and_coordinator_follow(
     first = topology.start("actor", "actor-a", hostname="container-a")
     coordinator = topology.coordinator(budget_s=45)
     procs.wait_all_healthy([learner, first], 90)
-    with channel(learner.address) as ch:
+    with channel(learner.address, env=topology.reader_env()) as ch:
         status = LearnerClient(ch).status
 
         def training_with(n: int) -> Any:
@@ -174,7 +184,10 @@ def test_actors_scale_1_3_1_mid_run_and_the_learner_and_coordinator_follow(
         )
     assert at_one.learner_steps > at_three.learner_steps
     assert learner.alive() and replay.alive() and quantizer.alive() and first.alive()
-    with channel(first.address) as ch:
+    with channel(replay.address) as ch, pytest.raises(grpc.RpcError) as refused:
+        ReplayClient(ch).stats()  # compose turns authentication on: no token, no answer
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with channel(first.address, env=topology.reader_env()) as ch:
         assert ActorClient(ch).status().actor_id == "actor-container-a"
 
     assert coordinator.wait(timeout=120) == 0, (logs / "coordinator.log").read_text()

@@ -57,6 +57,10 @@ class TrainArgs:
     stall_timeout_s: float = opt(
         180.0, "stop with an error when neither env nor learner steps advance this long (0: never)"
     )
+    max_restarts: int = opt(
+        5, "restarts of one service process within --restart-window-s before the run stops"
+    )
+    restart_window_s: float = opt(600.0, "seconds over which --max-restarts counts restarts")
     carbon_tracking: bool = opt(True, "track every service's energy with codecarbon")
     carbon_country: str = opt(
         DEFAULT_COUNTRY,
@@ -76,10 +80,10 @@ class TrainArgs:
             raise ConfigError(f"--actors {self.actors}: need at least one actor")
         if self.eval_episodes < 1:
             raise ConfigError(f"--eval-episodes {self.eval_episodes}: need at least one episode")
-        for name in ("max_env_steps", "max_seconds", "stall_timeout_s"):
+        for name in ("max_env_steps", "max_seconds", "stall_timeout_s", "max_restarts"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{flag(name)} {getattr(self, name)}: must be >= 0 (0: none)")
-        for name in ("eval_every_s", "startup_timeout_s", "poll_s"):
+        for name in ("eval_every_s", "startup_timeout_s", "poll_s", "restart_window_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{flag(name)} {getattr(self, name)}: must be > 0 seconds")
 

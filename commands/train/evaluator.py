@@ -12,6 +12,7 @@ import grpc
 from actorq.clients import FetchedModel, QuantizerClient
 from actorq.envs import max_episode_return
 from actorq.network import PRECISIONS
+from actorq.retry import describe, worth_retrying
 from actorq.rpc import channel
 from commands.train.args import TrainArgs
 from commands.train.policy import PolicyDir, eval_seed
@@ -26,13 +27,20 @@ class Evaluator(threading.Thread):
     box allows; its time counts in wall time like everything else.
     """
 
-    def __init__(self, args: TrainArgs, quantizer_addr: str, state: RunState, out: Path) -> None:
+    def __init__(
+        self,
+        args: TrainArgs,
+        quantizer_addr: str,
+        state: RunState,
+        out: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(name="evaluator", daemon=True)
         self.args = args
         self.state = state
         self.out = out
         self.stop_event = threading.Event()
-        self._channel = channel(quantizer_addr)
+        self._channel = channel(quantizer_addr, env=env)
         self._client = QuantizerClient(self._channel)
         self._bound = max_episode_return(args.env)
         self.error: str = ""
@@ -40,6 +48,7 @@ class Evaluator(threading.Thread):
         self.twins: dict[tuple[int, str], FetchedModel] = {}
         # DIR/policy/: every evaluated artifact and its twin, the best kept apart.
         self.policies = PolicyDir(out, args.env, args.algo, args.precision, args.seed)
+        self.seen_version = 0  # the newest version fetched while the run went on
 
     def evaluate_latest(
         self, precision: str, newer_than: int = 0, wait_s: float = 0.0, early_stop: bool = True
@@ -53,6 +62,7 @@ class Evaluator(threading.Thread):
         if fetched is None:
             return None
         version = int(fetched.artifact.version)
+        self.seen_version = max(self.seen_version, version)
         for other in PRECISIONS:
             if other != precision:
                 twin = self._client.fetch(other, newer_than=version - 1)
@@ -119,7 +129,9 @@ class Evaluator(threading.Thread):
         self.stop_event.set()
         self.join(timeout=120)
 
-    def final_models(self, reached: EvalRecord | None) -> dict[str, FetchedModel | EvalFailure]:
+    def final_models(
+        self, reached: EvalRecord | None, wait_s: float = 60.0
+    ) -> dict[str, FetchedModel | EvalFailure]:
         """The artifacts the final evaluation runs, fetched while the quantizer still serves.
 
         With a target reached: the other precision's artifact of the version that
@@ -129,15 +141,29 @@ class Evaluator(threading.Thread):
         if reached is not None:
             return {p: twin for (v, p), twin in self.twins.items() if v == reached.version}
         out: dict[str, FetchedModel | EvalFailure] = {}
+        deadline = time.monotonic() + wait_s
         for precision in PRECISIONS:
-            try:
-                fetched = self._client.fetch(precision)
-            except grpc.RpcError as err:
-                out[precision] = EvalFailure(f"{err.code().name}: {err.details()}")
-                continue
-            if fetched is not None:
-                out[precision] = fetched
+            out[precision] = self._final_model(precision, deadline)
         return out
+
+    def _final_model(self, precision: str, deadline: float) -> FetchedModel | EvalFailure:
+        """The newest served artifact of a precision. A quantizer restarting, or
+        restarted and so serving nothing until the learner's next publish (it had
+        served a version before), is waited for until deadline."""
+        while True:
+            try:
+                fetched = self._client.fetch(precision, wait_s=2.0 if self.seen_version else 0.0)
+                if fetched is not None:
+                    return fetched
+                why = "nothing served"
+            except grpc.RpcError as err:
+                why = describe(err)
+                lost = err.code() == grpc.StatusCode.NOT_FOUND and self.seen_version > 0
+                if not (worth_retrying(err) or lost):
+                    return EvalFailure(why)
+            if time.monotonic() >= deadline:
+                return EvalFailure(f"{why} (waited for the quantizer until the end)")
+            time.sleep(0.5)
 
     def final_evals(
         self, reached: EvalRecord | None, models: Mapping[str, FetchedModel | EvalFailure]

@@ -78,21 +78,23 @@ class Watch:
         out: Path,
         addresses: Mapping[str, str],
         actors: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         """``addresses``: replay, quantizer and learner; ``actors``: label -> address of the
-        actors to poll (none: env steps must come from elsewhere, see ``env_steps``)."""
+        actors to poll (none: env steps must come from elsewhere, see ``env_steps``);
+        ``env``: where channels read their token and TLS settings (default: ours)."""
         self.args = args
         self.out = out
         self.addresses = dict(addresses)
         self.state = RunState()
         self.progress = Progress(args.quiet)
         names = {**self.addresses, **(actors or {})}
-        self._channels = {name: channel(address) for name, address in names.items()}
+        self._channels = {name: channel(address, env=env) for name, address in names.items()}
         self.replay = ReplayClient(self._channels["replay"])
         self.learner = LearnerClient(self._channels["learner"])
         self.quantizer = QuantizerClient(self._channels["quantizer"])
         self.actors = {name: ActorClient(self._channels[name]) for name in actors or {}}
-        self.evaluator = Evaluator(args, self.addresses["quantizer"], self.state, out)
+        self.evaluator = Evaluator(args, self.addresses["quantizer"], self.state, out, env)
         self.last = Snapshot()
         self._stop = StopCheck(args)
         self.board = RunBoard(out)  # DIR/tb/: the same scalars for TensorBoard

@@ -50,8 +50,9 @@ class CpuMeter:
 
     def __init__(self, cpus: int) -> None:
         self.cpus = max(1, cpus)
-        self._first: dict[str, float] = {}
-        self._last: dict[str, float] = {}
+        # Keyed by (label, pid): a restarted process counts its CPU time from zero again.
+        self._first: dict[tuple[str, int], float] = {}
+        self._last: dict[tuple[str, int], float] = {}
         self._t0: float | None = None
         self._t1 = 0.0
 
@@ -62,21 +63,25 @@ class CpuMeter:
             seconds = cpu_seconds(pid)
             if seconds is None:
                 continue
-            self._first.setdefault(label, seconds)
-            self._last[label] = seconds
+            if (label, pid) not in self._first:
+                # A restarted process: every CPU second since its start is the run's.
+                restarted = any(known == label for known, _ in self._first)
+                self._first[(label, pid)] = 0.0 if restarted else seconds
+            self._last[(label, pid)] = seconds
         if self._t0 is None:
             self._t0 = now
         self._t1 = now
 
     def shares(self) -> dict[str, float]:
-        """label -> its share of all CPUs over the readings (0..1); {} before two readings."""
+        """label -> its share of all CPUs over the readings (0..1), every process that
+        ran under the label together; {} before two readings."""
         if self._t0 is None or self._t1 <= self._t0:
             return {}
         capacity = (self._t1 - self._t0) * self.cpus
-        return {
-            label: round((self._last[label] - first) / capacity, 4)
-            for label, first in self._first.items()
-        }
+        used: dict[str, float] = {}
+        for (label, pid), first in self._first.items():
+            used[label] = used.get(label, 0.0) + self._last[(label, pid)] - first
+        return {label: round(seconds / capacity, 4) for label, seconds in used.items()}
 
 
 @dataclass

@@ -5,7 +5,9 @@ actors as separate OS processes on loopback ports (exactly what the containers
 run: `actorq serve NAME`), waits for their gRPC health checks, evaluates the
 served policy greedily as it improves, shows live progress, stops at the
 target or the budget, shuts every process down (also on Ctrl-C) and writes
-the run directory:
+the run directory. A process that exits meanwhile is restarted by the
+supervisor (``supervisor.py``) within its restart budget; the services
+authenticate with a token made for the run (``runtoken.py``).
 
     DIR/config.yaml      resolved configuration of every service
     DIR/metrics.jsonl    one JSON line of progress per poll
@@ -52,7 +54,9 @@ from commands.train.monitor import Snapshot, Watch
 from commands.train.progress import budget_line, result_line
 from commands.train.regime import CpuMeter
 from commands.train.resume import Start, check_budgets
+from commands.train.runtoken import RunToken
 from commands.train.summary import CarbonSummary, RunSummary, from_dict
+from commands.train.supervisor import RestartPolicy, StepCarry, Supervisor
 
 log = logging.getLogger("actorq.train")
 
@@ -64,10 +68,15 @@ class Run(Watch):
     def __init__(self, plan: RunConfig, out: Path, settings: carbon.CarbonSettings | None) -> None:
         actors = {f"actor-{a.actor_index}": f"{HOST}:{a.port}" for a in plan.actors}
         addresses = {name: f"{HOST}:{port}" for name, port in plan.ports.items()}
-        super().__init__(plan.train, out, addresses, actors)
+        self.token = RunToken(os.environ)  # this run's own token, unless the user set one
+        super().__init__(plan.train, out, addresses, actors, {**os.environ, **self.token.env})
         self.plan = plan
         self.carbon = settings
-        self.processes: list[procs.ServiceProcess] = []
+        # label -> (service, port, flags, env): how to start it again.
+        self.specs: dict[str, tuple[str, int, Sequence[str], dict[str, str]]] = {}
+        policy = RestartPolicy(plan.train.max_restarts, plan.train.restart_window_s)
+        self.supervisor = Supervisor(self._spawn, procs.serving, policy, self._restarted)
+        self.steps = StepCarry()
         self.logs_hint = f"; see {out / 'logs'}"
         self.cpus = available_cpus()
         self.carbon_off = ""  # why energy is not tracked, when it cannot be
@@ -80,10 +89,25 @@ class Run(Watch):
         label = label or name
         # Metrics off in every child: one ACTORQ_METRICS_PORT from the user's shell
         # would be bound by the first service and make the next ones fail to start.
-        env = {**(self.carbon.env(label) if self.carbon else {}), METRICS_PORT_ENV: "0", **env}
+        carbon_env = self.carbon.env(label) if self.carbon else {}
+        env = {**carbon_env, METRICS_PORT_ENV: "0", **self.token.env, **env}
+        self.specs[label] = (name, port, flags, env)
+        self.supervisor.add(self._spawn(label))
+
+    def _spawn(self, label: str) -> procs.ServiceProcess:
+        """Start (or start again) the process of a label, logging to logs/LABEL.log."""
+        name, port, flags, env = self.specs[label]
         config = ["--config", str(self.out / "config.yaml"), *flags]
-        svc = procs.start(name, config, self.out / "logs", port=port, env=env, label=label)
-        self.processes.append(svc)
+        return procs.start(name, config, self.out / "logs", port=port, env=env, label=label)
+
+    @property
+    def processes(self) -> list[procs.ServiceProcess]:
+        """Every label's current process."""
+        return self.supervisor.processes
+
+    def _restarted(self, line: str) -> None:
+        self.progress.done()
+        print(line, file=sys.stderr)
 
     def start(self) -> None:
         """Start replay and quantizer, then the learner and the actors; wait for each to be
@@ -103,17 +127,13 @@ class Run(Watch):
         )
         self.read_cpu()
         self.evaluator.start()
+        self.supervisor.start()
 
     def continue_from(self, start: Start) -> None:
         """A resumed run's clock and env-step count go on from where it stopped."""
         self.prior_env_steps = start.env_steps
         self.state.t0 -= start.elapsed_s
         self.state.env_steps = start.env_steps
-
-    def env_steps(self, snap: Snapshot) -> int | None:
-        """The actors' env steps, after those of the run this one continues."""
-        steps = super().env_steps(snap)
-        return None if steps is None else steps + self.prior_env_steps
 
     def read_cpu(self) -> None:
         """Read every process's CPU time (the launcher's own: the evaluator's)."""
@@ -127,24 +147,36 @@ class Run(Watch):
     def cpu_shares(self) -> dict[str, float]:
         return self.cpu.shares()
 
+    def env_steps(self, snap: Snapshot) -> int | None:
+        """The actors' env steps, a restarted actor's earlier lives and the steps of the
+        run this one continues (--resume) included."""
+        counts = [
+            (n, a.env_steps if a else None) for n, a in zip(self.actors, snap.actors, strict=True)
+        ]
+        return self.steps.total(counts) + self.prior_env_steps
+
     def dead_service(self) -> tuple[str, str]:
-        dead = [s for s in self.processes if not s.alive() and s.proc.returncode != 0]
-        if not dead:
+        """The supervisor restarts what exits; the run ends only when it gives up."""
+        reason = self.supervisor.gave_up
+        if not reason:
             return "", ""
-        reason = f"{dead[0].name} exited with code {dead[0].proc.returncode}"
-        return reason, f"{reason}; its log ends:\n{dead[0].log_tail()}"
+        ends = "\n".join(self.supervisor.last_words)
+        return reason, f"stopping: {reason}; its log ends:\n{ends}{self.logs_hint}"
 
     def stop_serving(self) -> None:
         """Stop every process: actors first, so their final flush still finds replay up."""
+        self.supervisor.stop()
         actors = [s for s in self.processes if s.name in self.actors]
         procs.stop_all(actors)
         procs.stop_all([s for s in self.processes if s not in actors])
+        self.token.remove()
 
     def account(self, summary: RunSummary) -> RunSummary:
         """Add what the processes leave behind: pids, exit codes, energy; then write it."""
         summary.mode = "train"
         summary.pids = {s.name: s.pid for s in self.processes}
         summary.exit_codes = {s.name: s.proc.returncode for s in self.processes}
+        summary.restarts = self.supervisor.records()
         summary.energy_kwh, summary.emissions_kg, summary.carbon = carbon_figures(
             self.carbon, [s.name for s in self.processes], self.carbon_off
         )

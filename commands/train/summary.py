@@ -104,6 +104,22 @@ class ActiveActors:
 
 
 @dataclass
+class ServiceRestart:
+    """One restart of a service process by the launcher's supervisor (summary.json
+    ``restarts``; ``commands.train.supervisor``)."""
+
+    service: str = ""  # process label: replay, quantizer, learner, actor-N
+    t_s: float = 0.0  # seconds into the run when its exit was seen
+    exit_code: int | None = None  # None when a signal ended it
+    signal: str | None = None  # the signal that ended it (SIGKILL, ...)
+    pid: int = 0  # the process that exited
+    new_pid: int | None = None  # the process started in its place
+    # From the exit seen to serving again; None: it did not serve again before the run ended.
+    downtime_s: float | None = None
+    log_tail: list[str] = field(default_factory=list)  # the exited process's last log lines
+
+
+@dataclass
 class CarbonSummary:
     """The run's energy record (``commands.carbon.aggregate``): "ok" with totals, or
     "unavailable" with the reason. Keys it does not have stay out of the JSON."""
@@ -159,6 +175,8 @@ class RunSummary:
     # Service processes this run started (train only): label -> pid / exit code.
     pids: dict[str, int] = field(default_factory=dict)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
+    # Every restart of a service process the supervisor made (train only).
+    restarts: list[ServiceRestart] = field(default_factory=list)
     energy_kwh: float | None = None  # None, never 0, when not measured
     emissions_kg: float | None = None
     carbon: CarbonSummary = field(default_factory=CarbonSummary)

@@ -2,9 +2,17 @@
 
 Actors come and go (``docker compose up --scale actor=N``, ``kubectl scale``)
 without telling anyone: they only insert into replay. An actor counts as
-active while its inserted-transition count in replay's stats keeps growing;
-one whose count has not grown for ``window_s`` (of the learner's own clock,
+active while its inserted-transition count in replay's stats keeps changing;
+one whose count has not changed for ``window_s`` (of the learner's own clock,
 so replay's clock does not matter) no longer counts.
+
+The first reading is only a baseline: replay remembers every actor that ever
+inserted (in Redis, across restarts of everything else), so a learner that
+starts or restarts mid-run cannot tell from one reading which of them still
+run; counting them all overcounted after every learner restart until the
+window ran out. An actor id that appears in a later reading did insert since
+the previous one. A count that falls (a memory replay restarted empty) is a
+change too: the actor inserted into the new replay.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class ActorCounter:
-    """Counts actors whose per-actor insert count grew within the last window_s."""
+    """Counts actors whose per-actor insert count changed within the last window_s."""
 
     def __init__(self, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         if not window_s > 0:
@@ -29,6 +37,7 @@ class ActorCounter:
         self._clock = clock
         self._counts: dict[str, int] = {}
         self._grew_at: dict[str, float] = {}
+        self._baseline = False  # whether the first reading was taken
         self._lock = threading.Lock()
 
     def observe(self, inserted_by_actor: Mapping[str, int]) -> None:
@@ -36,10 +45,10 @@ class ActorCounter:
         now = self._clock()
         with self._lock:
             for actor_id, count in inserted_by_actor.items():
-                # First sight counts as heard from now: it inserted at some point.
-                if count > self._counts.get(actor_id, -1):
+                if self._baseline and count != self._counts.get(actor_id, 0):
                     self._grew_at[actor_id] = now
                 self._counts[actor_id] = count
+            self._baseline = True
 
     def active(self) -> list[str]:
         """Ids of the actors heard from within the window, sorted."""
