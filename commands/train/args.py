@@ -39,6 +39,9 @@ class TrainArgs:
     max_env_steps: int = opt(100_000, "budget over all actors (0: none)")
     max_seconds: float = opt(0.0, "wall-clock budget (0: none)")
     target_return: float | None = opt(None, "stop when a greedy evaluation's mean reaches it")
+    sustain: int = opt(
+        1, "stop only when the last K full greedy evaluations all reach the target (1: the first)"
+    )
     replay_store: str = opt("memory", "replay store: memory, or a Redis URL redis://HOST:PORT/DB")
     learner_device: str | None = opt(
         None,
@@ -71,6 +74,10 @@ class TrainArgs:
             raise ConfigError(f"--precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
         if self.actors < 1:
             raise ConfigError(f"--actors {self.actors}: need at least one actor")
+        if self.sustain < 1:
+            raise ConfigError(
+                f"--sustain {self.sustain}: need at least one evaluation (1: stop at the first)"
+            )
         if self.eval_episodes < 1:
             raise ConfigError(f"--eval-episodes {self.eval_episodes}: need at least one episode")
         for name in ("max_env_steps", "max_seconds", "stall_timeout_s"):

@@ -105,7 +105,7 @@ class Evaluator(threading.Thread):
             if record is None:
                 continue
             version = record.version
-            self.state.add_eval(record, self.args.target_return)
+            self.state.add_eval(record, self.args.target_return, self.args.sustain)
             self.stop_event.wait(self.args.eval_every_s)
 
     def stop(self) -> None:

@@ -35,7 +35,7 @@ from commands.train.summary import METRICS_FILE, EvalFailure, EvalRecord, RunSum
 
 T = TypeVar("T")
 # The run's settings a summary repeats, under the same names.
-RUN_SETTINGS = ("env", "algo", "precision", "actors", "seed", "target_return")
+RUN_SETTINGS = ("env", "algo", "precision", "actors", "seed", "target_return", "sustain")
 
 
 def answer(call: Callable[[], T], down: dict[str, str] | None = None, name: str = "") -> T | None:
@@ -170,8 +170,8 @@ class Watch:
         metrics.flush()
         self.progress.show(status_line(self.args, row, self.state.elapsed()))
         with self.state.lock:
-            reached = self.state.reached
-        reason = self._stop.reason(self.state, reached)
+            held = self.state.sustained
+        reason = self._stop.reason(self.state, held)
         if reason.startswith("stalled"):
             return reason, f"stopping: {reason}{self.logs_hint}"
         return reason, ""
@@ -204,10 +204,12 @@ class Watch:
         wall_s = state.elapsed()
         self.evaluator.stop()
         models = answer(self.quantizer.list_models)
-        final_models = self.evaluator.final_models(state.reached)
+        # The evaluation that ended the run (the target held) is the final one of its
+        # precision; without it, the newest served policies are evaluated.
+        final_models = self.evaluator.final_models(state.sustained)
         self.close()
         self.stop_serving()
-        final = self.evaluator.final_evals(state.reached, final_models)
+        final = self.evaluator.final_evals(state.sustained, final_models)
         return self.summarize(models, final, wall_s)
 
     def bare_summary(self) -> RunSummary:
@@ -230,7 +232,7 @@ class Watch:
             env_steps=state.env_steps,
             learner_steps=learner.learner_steps if learner else state.learner_steps,
             wall_s=round(wall_s, 3),
-            **summaries.eval_figures(final, state.evals, state.reached),
+            **summaries.eval_figures(final, state.evals, state.reached, state.sustained),
             **summaries.model_figures(models),
             **(summaries.actor_figures(actors) if self.actors else {}),
             observed_env_steps_per_s=summaries.median_or_none(state.sps_samples),

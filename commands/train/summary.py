@@ -62,6 +62,8 @@ class EvalDetail:
     history: list[EvalRecord] = field(default_factory=list)
     # The evaluation that first reached the target, if one did.
     target_eval: EvalRecord | None = None
+    # The evaluation that ended the first streak of `sustain` evaluations at or above it.
+    sustained_eval: EvalRecord | None = None
 
 
 @dataclass
@@ -135,9 +137,14 @@ class RunSummary:
     actors: int | None = None  # attached: the most the learner counted at once
     seed: int = 0
     target_return: float | None = None
-    reached_target: bool = False
+    reached_target: bool = False  # the first crossing: one full evaluation at or above it
     time_to_target_s: float | None = None
     env_steps_to_target: int | None = None
+    # The stop rule: this many full evaluations in a row at or above the target.
+    sustain: int = 1
+    sustained_target: bool = False
+    time_to_sustained_target_s: float | None = None
+    env_steps_to_sustained_target: int | None = None
     stop_reason: str = ""
     env_steps: int = 0  # attached: transitions replay took in since attaching
     learner_steps: int = 0
@@ -316,14 +323,19 @@ def eval_figures(
     final: Mapping[str, EvalRecord | EvalFailure],
     history: Sequence[EvalRecord],
     reached: EvalRecord | None,
+    sustained: EvalRecord | None = None,
 ) -> dict[str, Any]:
-    """The summary's target and evaluation fields."""
+    """The summary's target and evaluation fields: the first crossing (``reached``) and
+    the evaluation that ended the streak the stop rule asks for (``sustained``)."""
     return {
         "reached_target": reached is not None,
         "time_to_target_s": reached.t_s if reached else None,
         "env_steps_to_target": reached.env_steps if reached else None,
+        "sustained_target": sustained is not None,
+        "time_to_sustained_target_s": sustained.t_s if sustained else None,
+        "env_steps_to_sustained_target": sustained.env_steps if sustained else None,
         "eval": {p: r.mean_return if isinstance(r, EvalRecord) else None for p, r in final.items()},
-        "eval_detail": EvalDetail(dict(final), list(history), reached),
+        "eval_detail": EvalDetail(dict(final), list(history), reached, sustained),
     }
 
 
