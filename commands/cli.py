@@ -22,9 +22,9 @@ def serve(service: str, argv: Sequence[str]) -> int:
     """Run one service in this process until SIGTERM/SIGINT.
 
     When the launcher set ACTORQ_CARBON_DIR, codecarbon tracks the process
-    from before the service is imported to its end: imports and set-up count
-    (the learner trains before it serves), and a short run's busiest seconds
-    are not lost to the tracker's own second of set-up.
+    to its end from a tracker started on a thread before the service is
+    imported: its own seconds of set-up overlap the service's start instead of
+    delaying it (start-up time is the first thing a user sees).
     """
     procs.die_with_parent_from_env()
     tracker = carbon.start_from_env()

@@ -82,6 +82,8 @@ def test_short_run_writes_summary_metrics_and_config_and_leaves_no_process(tmp_p
     assert summary["breakdown_us_per_step"]["env"] > 0
     assert summary["breakdown_us_per_step"]["inference"] > 0
     assert summary["actor_env_steps_per_s"] > 0
+    # Start-up counts from the command's start: every service healthy, then an actor stepping.
+    assert 0 < summary["healthy_s"] <= summary["startup_s"] < summary["wall_s"]
     assert set(summary["pids"]) == {"replay", "quantizer", "learner", "actor-0", "actor-1"}
     assert not any(_pid_alive(pid) for pid in summary["pids"].values())
     assert (out / "config.yaml").read_text().count("replay_address") >= 2

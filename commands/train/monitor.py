@@ -103,7 +103,7 @@ class Watch:
         return Snapshot(
             learner=answer(self.learner.status),
             replay=answer(self.replay.stats, down, "replay"),
-            actors=[answer(c.status) for c in self.actors.values()],
+            actors=self.poll_actors(),
             down=down,
         )
 
@@ -176,6 +176,25 @@ class Watch:
             return reason, f"stopping: {reason}{self.logs_hint}"
         return reason, ""
 
+    def wait_stepping(self, timeout_s: float) -> float:
+        """Poll the actors until one has stepped; the seconds from the command's start to
+        that (``state.startup_s``). RuntimeError when a service dies or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while not any(s is not None and s.env_steps > 0 for s in self.poll_actors()):
+            reason, message = self.dead_service()
+            if reason:
+                raise RuntimeError(message)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no actor stepped within {timeout_s:.0f}s{self.logs_hint}")
+            # Short: the wait is the start-up time the user sees; a status call is cheap.
+            time.sleep(0.05)
+        self.state.startup_s = round(self.state.elapsed(), 3)
+        return self.state.startup_s
+
+    def poll_actors(self) -> list[actor_pb2.ActorStatus | None]:
+        """Every polled actor's status now (None where it did not answer)."""
+        return [answer(c.status) for c in self.actors.values()]
+
     # ------------------------------------------------------------ the run
 
     def monitor(self) -> None:
@@ -232,6 +251,8 @@ class Watch:
             env_steps=state.env_steps,
             learner_steps=learner.learner_steps if learner else state.learner_steps,
             wall_s=round(wall_s, 3),
+            healthy_s=state.healthy_s,
+            startup_s=state.startup_s,
             **summaries.eval_figures(final, state.evals, state.reached, state.sustained),
             **summaries.model_figures(models),
             **(summaries.actor_figures(actors) if self.actors else {}),

@@ -78,23 +78,26 @@ class Run(Watch):
         self.processes.append(svc)
 
     def start(self) -> None:
-        """Start replay and quantizer, then the learner and the actors; wait for each to be
-        healthy; start evaluating."""
+        """Start every service at once (the learner and the actors wait for replay and the
+        quantizer themselves), wait until all are healthy, start evaluating, and wait until
+        an actor steps."""
         plan, timeout = self.plan, self.args.startup_timeout_s
         # The store URL may carry a password: the replay process alone gets it.
         self._start("replay", plan.replay.port, ACTORQ_STORE=self.args.replay_store)
         self._start("quantizer", plan.quantizer.port)
-        procs.wait_all_healthy(self.processes, timeout)
         self._start("learner", plan.learner.port)
         for actor in plan.actors:
             index = str(actor.actor_index)
             self._start("actor", actor.port, f"actor-{index}", ["--actor-index", index])
         procs.wait_all_healthy(self.processes, timeout)
-        self.progress.show(
-            f"all {len(self.processes)} services healthy after {self.state.elapsed():.1f}s"
-        )
+        self.state.healthy_s = round(self.state.elapsed(), 3)
         self.read_cpu()
         self.evaluator.start()
+        stepping = self.wait_stepping(timeout)
+        self.progress.show(
+            f"all {len(self.processes)} services healthy after {self.state.healthy_s:.1f}s, "
+            f"actors stepping after {stepping:.1f}s"
+        )
 
     def read_cpu(self) -> None:
         """Read every process's CPU time (the launcher's own: the evaluator's)."""

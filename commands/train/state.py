@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -11,11 +12,27 @@ from commands.train.args import TrainArgs
 from commands.train.summary import EvalRecord
 
 
+def process_started() -> float:
+    """When this process started, on the ``time.monotonic`` clock (Linux: from
+    /proc/self/stat, so the interpreter's start and every import count; elsewhere: now)."""
+    now = time.monotonic()
+    try:
+        with open("/proc/self/stat") as f:
+            # Field 22, starttime, in clock ticks since boot; the name (field 2) may hold spaces.
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return now
+    return now - max(0.0, age)
+
+
 @dataclass
 class RunState:
     """Progress of one run; the monitor's polls and the evaluator update it."""
 
-    t0: float = field(default_factory=time.monotonic)
+    # The command's start: every time of the run (to the target, to the first env step)
+    # counts from it, imports and service start-up included.
+    t0: float = field(default_factory=process_started)
     env_steps: int = 0
     learner_steps: int = 0
     evals: list[EvalRecord] = field(default_factory=list)
@@ -29,6 +46,9 @@ class RunState:
     sps_samples: list[float] = field(default_factory=list)
     # The learner's count of active actors at each poll it answered.
     actor_counts: list[int] = field(default_factory=list)
+    # Seconds from the command's start to all services healthy, and to the first env step.
+    healthy_s: float | None = None
+    startup_s: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def elapsed(self) -> float:

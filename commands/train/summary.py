@@ -148,7 +148,10 @@ class RunSummary:
     stop_reason: str = ""
     env_steps: int = 0  # attached: transitions replay took in since attaching
     learner_steps: int = 0
-    wall_s: float | None = None
+    wall_s: float | None = None  # every time here counts from the command's start
+    # Seconds to every service healthy, and to the first env step (train only).
+    healthy_s: float | None = None
+    startup_s: float | None = None
     # Final greedy mean return per precision (None where it could not be evaluated).
     eval: dict[str, float | None] = field(default_factory=dict)
     eval_detail: EvalDetail = field(default_factory=EvalDetail)
