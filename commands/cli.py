@@ -15,7 +15,12 @@ SERVICES = ("replay", "quantizer", "learner", "actor")
 BENCHES = ("actor", "learner", "replay", "fuzz")
 # The other commands: each module's main(argv) -> exit code, imported only when run
 # (`actorq serve` imports no command).
-COMMANDS = {"train": "commands.train.run", "attach": "commands.attach", "report": "commands.report"}
+COMMANDS = {
+    "train": "commands.train.run",
+    "attach": "commands.attach",
+    "report": "commands.report",
+    "presets": "commands.train.presets",
+}
 
 
 def serve(service: str, argv: Sequence[str]) -> int:
@@ -66,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="actorq", description=__doc__)
     parser.add_argument(
         "command",
-        choices=["train", "serve", "attach", "health", "bench", "report"],
+        choices=["train", "serve", "attach", "health", "bench", "report", "presets"],
         help="what to run",
     )
     if not argv or argv[0] in ("-h", "--help"):

@@ -1,4 +1,5 @@
-"""The sustained-target stop rule: the run stops when the target is held, not touched once."""
+"""The sustained-target stop rule (the run stops when the target is held, not touched once)
+and the evaluation's bounded CPU share."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 
 from actorq.config import ConfigError
 from commands.train.args import TrainArgs
+from commands.train.evaluator import pause_after
 from commands.train.state import RunState, StopCheck, held_target
 from commands.train.summary import EvalRecord, eval_figures
 
@@ -79,3 +81,20 @@ def test_the_summary_reports_first_crossing_and_sustained_target_apart() -> None
 def test_a_sustain_below_one_is_refused_naming_the_flag() -> None:
     with pytest.raises(ConfigError, match="--sustain 0"):
         TrainArgs(env="CartPole-v1", sustain=0)
+
+
+# ---------------------------------------------------------------- evaluation's CPU share
+
+
+def test_a_costly_evaluation_pauses_until_it_is_a_quarter_of_one_cpu() -> None:
+    # 1 CPU-second in 1.2 s at a 0.25 share: 1 / (1.2 + 2.8) = 0.25.
+    assert pause_after(1.0, 1.2, 0.25, 1.0) == pytest.approx(2.8)
+
+
+def test_a_cheap_evaluation_still_waits_the_configured_interval() -> None:
+    assert pause_after(0.05, 0.1, 0.25, 5.0) == 5.0
+
+
+def test_an_evaluation_cpu_share_outside_zero_to_one_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--eval-cpu-share 1.5"):
+        TrainArgs(env="CartPole-v1", eval_cpu_share=1.5)

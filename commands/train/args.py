@@ -2,8 +2,8 @@
 
 Sources, lowest first: the defaults below (the same for every algorithm), the
 ``train:`` section of the embedded ``commands/configs/ALGO.yaml`` (the one place
-for per-algorithm defaults), the ``train:`` section of ``--config FILE``, and
-the command-line flags. An unknown key in a ``train:`` section is refused,
+for per-algorithm defaults), that of the env's preset (``presets``), the
+``train:`` section of ``--config FILE``, and the command-line flags. An unknown key in a ``train:`` section is refused,
 naming the file and the key. ``actorq attach`` reads the same type, with the
 flags that make sense for services someone else started.
 """
@@ -25,6 +25,7 @@ from actorq import config
 from actorq.config import ConfigError, opt, read_file
 from actorq.network import ALGOS, PRECISIONS
 from commands.carbon import DEFAULT_COUNTRY
+from commands.train.presets import preset_file, preset_for
 
 
 @dataclass
@@ -49,9 +50,15 @@ class TrainArgs:
         "(default: the config's learner.device, auto)",
     )
     out: str = opt("", "run directory (default runs/ENV-ALGO-PREC-sSEED-TIME)")
-    config: str | None = opt(None, "YAML overlay on the embedded default config")
+    config: str | None = opt(None, "YAML overlay on the embedded default config and the preset")
+    preset: bool = opt(True, "apply the env's tuned preset (`actorq presets` lists them)")
     eval_episodes: int = opt(20, "greedy episodes per evaluation (the target needs their mean)")
     eval_every_s: float = opt(5.0, "evaluate the newest served policy at most this often (s)")
+    eval_cpu_share: float = opt(
+        0.25,
+        "the most of one CPU the evaluation may take while training runs (a duty cycle: after "
+        "an evaluation of C CPU-seconds it pauses until C is this share of its time)",
+    )
     startup_timeout_s: float = opt(120.0, "seconds to wait for all services' health checks")
     poll_s: float = opt(1.0, "seconds between progress polls (metrics.jsonl lines)")
     stall_timeout_s: float = opt(
@@ -83,6 +90,10 @@ class TrainArgs:
         for name in ("max_env_steps", "max_seconds", "stall_timeout_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{flag(name)} {getattr(self, name)}: must be >= 0 (0: none)")
+        if not 0 < self.eval_cpu_share <= 1:
+            raise ConfigError(
+                f"--eval-cpu-share {self.eval_cpu_share}: must be in (0, 1], a share of one CPU"
+            )
         for name in ("eval_every_s", "startup_timeout_s", "poll_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{flag(name)} {getattr(self, name)}: must be > 0 seconds")
@@ -97,6 +108,7 @@ FIELDS = tuple(f.name for f in dataclasses.fields(TrainArgs))
 # help when the flag says the opposite of the field).
 SWITCHES = {
     "quiet": ("--quiet", True, ""),
+    "preset": ("--no-preset", False, "no per-env preset: the embedded defaults and --config only"),
     "carbon_tracking": (
         "--no-carbon",
         False,
@@ -192,8 +204,11 @@ def load_train_args(flags: Mapping[str, Any]) -> TrainArgs:
     """
     path = flags.get("config")
     overlay = train_section(read_overlay(str(path)), str(path)) if path else {}
-    algo = flags.get("algo") or overlay.get("algo") or TrainArgs.algo
-    embedded = train_section(default_config(str(algo)), f"commands/configs/{algo}.yaml")
+    algo = str(flags.get("algo") or overlay.get("algo") or TrainArgs.algo)
+    embedded = train_section(default_config(algo), f"commands/configs/{algo}.yaml")
+    env, use = flags.get("env") or overlay.get("env"), flags.get("preset", overlay.get("preset"))
+    preset = preset_for(algo, str(env or ""), use is not False)
+    tuned = train_section(preset, f"{preset_file(algo)} ({env})")
     # The services' ACTORQ_* variables (ACTORQ_ENV, ACTORQ_SEED, ...) are theirs:
     # the launcher takes its settings from files and flags only.
-    return config.load(TrainArgs, env={}, flags={**embedded, **overlay}, overrides=flags)
+    return config.load(TrainArgs, env={}, flags={**embedded, **tuned, **overlay}, overrides=flags)

@@ -25,6 +25,7 @@ from actorq.clients import ActorClient, LearnerClient, QuantizerClient, ReplayCl
 from actorq.retry import dependency_down
 from actorq.rpc import channel
 from actorq.v1 import actor_pb2, learner_pb2, replay_pb2
+from commands.train import presets
 from commands.train import summary as summaries
 from commands.train.args import TrainArgs
 from commands.train.evaluator import Evaluator
@@ -236,6 +237,7 @@ class Watch:
         return RunSummary(
             **{name: getattr(self.args, name) for name in RUN_SETTINGS},
             stop_reason=self.state.stop_reason,
+            preset=presets.applied(self.args.algo, self.args.env, self.args.preset),
             run_dir=str(self.out),
             services=dict(self.addresses),
         )
@@ -253,6 +255,8 @@ class Watch:
             wall_s=round(wall_s, 3),
             healthy_s=state.healthy_s,
             startup_s=state.startup_s,
+            eval_cpu_s=round(self.evaluator.cpu_s, 3),
+            eval_cpu_share=round(self.evaluator.cpu_s / wall_s, 4) if wall_s > 0 else None,
             **summaries.eval_figures(final, state.evals, state.reached, state.sustained),
             **summaries.model_figures(models),
             **(summaries.actor_figures(actors) if self.actors else {}),

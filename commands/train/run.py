@@ -43,6 +43,7 @@ from commands.train.configs import (
     resolve_run,
 )
 from commands.train.monitor import Snapshot, Watch
+from commands.train.presets import describe
 from commands.train.progress import budget_line, result_line
 from commands.train.regime import CpuMeter
 from commands.train.summary import CarbonSummary, RunSummary, clear_results, from_dict
@@ -191,7 +192,8 @@ def run(args: TrainArgs) -> RunSummary:
         print(f"actorq train: {session.carbon_off}", file=sys.stderr)
     print(
         f"actorq train: {args.env} {args.algo} {args.precision}, {args.actors} actor(s), "
-        f"seed {args.seed}; {budget_line(args)}; run dir {out}\n{core_budget(plan)}",
+        f"seed {args.seed}; {budget_line(args)}; run dir {out}\n{core_budget(plan)}\n"
+        f"{describe(args.algo, args.env, args.preset)}",
         file=sys.stderr,
     )
     summary: RunSummary | None = None

@@ -44,6 +44,7 @@ class EvalRecord:
     stopped_early: bool  # the target was out of reach, so not every episode ran
     env_steps: int  # the run's env steps when the evaluation began
     duration_s: float
+    cpu_s: float = 0.0  # CPU time of the evaluation's thread (0: not measured, older runs)
 
 
 @dataclass
@@ -143,6 +144,7 @@ class RunSummary:
     # The stop rule: this many full evaluations in a row at or above the target.
     sustain: int = 1
     sustained_target: bool = False
+    preset: str = ""  # the env's preset the run used (presets/ALGO.yaml#ENV), '' for none
     time_to_sustained_target_s: float | None = None
     env_steps_to_sustained_target: int | None = None
     stop_reason: str = ""
@@ -152,6 +154,10 @@ class RunSummary:
     # Seconds to every service healthy, and to the first env step (train only).
     healthy_s: float | None = None
     startup_s: float | None = None
+    # CPU seconds the evaluations took while training ran (the launcher's evaluator thread:
+    # fetching and running greedy episodes), and that as a share of one CPU over wall_s.
+    eval_cpu_s: float | None = None
+    eval_cpu_share: float | None = None
     # Final greedy mean return per precision (None where it could not be evaluated).
     eval: dict[str, float | None] = field(default_factory=dict)
     eval_detail: EvalDetail = field(default_factory=EvalDetail)
