@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from actorq.network import ALGOS
+from commands.bench import scenario
 from commands.train.args import load_train_args
 from commands.train.configs import check_sections, merged_config
 from commands.train.presets import listing, match, preset_file, preset_for, presets, select
@@ -76,3 +77,11 @@ def test_the_listing_names_each_preset_and_its_settings() -> None:
     text = listing()
     assert "dqn CartPole-v1" in text
     assert "learner.dqn.lr" in text
+
+
+def test_a_scenario_that_turns_the_preset_off_passes_the_switch_alone(tmp_path: Path) -> None:
+    sc = scenario.load_scenario("cartpole-quick")
+    sc.train["preset"] = False
+    cmd = scenario.train_command(sc, scenario.RunSpec("int8", 3, tmp_path), None, "USA", True)
+    assert "--no-preset" in cmd and "False" not in cmd
+    assert cmd[cmd.index("--sustain") + 1] == "3"
