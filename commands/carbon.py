@@ -64,11 +64,26 @@ CPU_METHODS = {
 MEASURED_CPU_MODES = ("intel_rapl", "windows_emi", "intel_power_gadget")
 
 
-def energy_mix() -> dict[str, Any]:
-    """codecarbon's offline country table: ISO-3 code -> energy mix and intensity."""
-    from codecarbon.input import DataSource
+# codecarbon's offline country table, inside its package.
+ENERGY_MIX_FILE = "data/private_infra/global_energy_mix.json"
 
-    return dict(DataSource().get_global_energy_mix_data())
+
+def energy_mix() -> dict[str, Any]:
+    """codecarbon's offline country table: ISO-3 code -> energy mix and intensity.
+
+    Read from its JSON file: codecarbon's own loader reads every table it has, with
+    pandas (about a second, before anything of a run starts). Its loader where the file
+    is not found (another codecarbon version).
+    """
+    from importlib import resources
+
+    try:
+        text = resources.files("codecarbon").joinpath(ENERGY_MIX_FILE).read_text()
+        return dict(json.loads(text))
+    except (OSError, ValueError):
+        from codecarbon.input import DataSource
+
+        return dict(DataSource().get_global_energy_mix_data())
 
 
 def missing() -> str | None:
