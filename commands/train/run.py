@@ -45,7 +45,7 @@ from commands.train.configs import (
 from commands.train.monitor import Snapshot, Watch
 from commands.train.presets import describe
 from commands.train.progress import budget_line, result_line
-from commands.train.regime import CpuMeter
+from commands.train.regime import CpuMeter, cpu_seconds
 from commands.train.summary import CarbonSummary, RunSummary, clear_results, from_dict
 
 log = logging.getLogger("actorq.train")
@@ -95,6 +95,8 @@ class Run(Watch):
         self.read_cpu()
         self.evaluator.start()
         stepping = self.wait_stepping(timeout)
+        pids = [s.pid for s in self.processes] + [os.getpid()]
+        self.state.startup_cpu_s = round(sum(cpu_seconds(p, True) or 0.0 for p in pids), 2)
         self.progress.show(
             f"all {len(self.processes)} services healthy after {self.state.healthy_s:.1f}s, "
             f"actors stepping after {stepping:.1f}s"

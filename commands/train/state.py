@@ -49,6 +49,9 @@ class RunState:
     # Seconds from the command's start to all services healthy, and to the first env step.
     healthy_s: float | None = None
     startup_s: float | None = None
+    # CPU seconds every process of the run (the launcher too) had used by then: what
+    # start-up costs whatever else the machine runs.
+    startup_cpu_s: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def elapsed(self) -> float:

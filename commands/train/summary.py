@@ -154,6 +154,9 @@ class RunSummary:
     # Seconds to every service healthy, and to the first env step (train only).
     healthy_s: float | None = None
     startup_s: float | None = None
+    # CPU seconds all the run's processes had used by startup_s (the machine's load aside,
+    # start-up takes at least this divided by the CPUs).
+    startup_cpu_s: float | None = None
     # CPU seconds the evaluations took while training ran (the launcher's evaluator thread:
     # fetching and running greedy episodes), and that as a share of one CPU over wall_s.
     eval_cpu_s: float | None = None
