@@ -3,9 +3,10 @@
 Sources, lowest first: the defaults below (the same for every algorithm), the
 ``train:`` section of the embedded ``commands/configs/ALGO.yaml`` (the one place
 for per-algorithm defaults), that of the env's preset (``presets``), the
-``train:`` section of ``--config FILE``, and the command-line flags. An unknown key in a ``train:`` section is refused,
-naming the file and the key. ``actorq attach`` reads the same type, with the
-flags that make sense for services someone else started.
+``train:`` section of ``--config FILE``, and the command-line flags. An unknown
+key in a ``train:`` section is refused, naming the file and the key. ``actorq
+attach`` reads the same type, with the flags that make sense for services
+someone else started.
 """
 
 from __future__ import annotations
