@@ -10,7 +10,7 @@ import pytest
 from actorq.network import ALGOS
 from commands.bench import scenario
 from commands.train.args import load_train_args
-from commands.train.configs import check_sections, merged_config
+from commands.train.configs import check_sections, merged_config, resolve_run
 from commands.train.presets import listing, match, preset_file, preset_for, presets, select
 
 TABLE = {
@@ -85,3 +85,19 @@ def test_a_scenario_that_turns_the_preset_off_passes_the_switch_alone(tmp_path: 
     cmd = scenario.train_command(sc, scenario.RunSpec("int8", 3, tmp_path), None, "USA", True)
     assert "--no-preset" in cmd and "False" not in cmd
     assert cmd[cmd.index("--sustain") + 1] == "3"
+
+
+def test_every_shipped_preset_resolves_to_configs_every_service_accepts(tmp_path: Path) -> None:
+    """Values too, not only keys: each service's own checks (the replay's rate limiter's
+    among them) pass for every preset whose env is installed here."""
+    checked = 0
+    for algo in ALGOS:
+        for env, preset in presets(algo).items():
+            env_id = "dmc:cartpole-swingup" if env == "dmc:*" else env
+            needs = preset.get("requires") or ("dm_control" if env.startswith("dmc:") else "")
+            if needs and importlib.util.find_spec(str(needs)) is None:
+                continue
+            args = load_train_args({"env": env_id, "algo": algo})
+            resolve_run(args, tmp_path / f"{algo}-{checked}")
+            checked += 1
+    assert checked >= 3
