@@ -39,7 +39,7 @@ log = logging.getLogger("actorq.attach")
 # The `actorq train` settings that mean something for services started elsewhere.
 FLAGS = (
     "env", "algo", "precision", "seed", "target_return", "max_env_steps", "max_seconds",
-    "eval_episodes", "startup_timeout_s", "config", "quiet",
+    "sustain", "eval_episodes", "startup_timeout_s", "config", "quiet",
 )  # fmt: skip
 
 

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,11 +64,26 @@ CPU_METHODS = {
 MEASURED_CPU_MODES = ("intel_rapl", "windows_emi", "intel_power_gadget")
 
 
-def energy_mix() -> dict[str, Any]:
-    """codecarbon's offline country table: ISO-3 code -> energy mix and intensity."""
-    from codecarbon.input import DataSource
+# codecarbon's offline country table, inside its package.
+ENERGY_MIX_FILE = "data/private_infra/global_energy_mix.json"
 
-    return dict(DataSource().get_global_energy_mix_data())
+
+def energy_mix() -> dict[str, Any]:
+    """codecarbon's offline country table: ISO-3 code -> energy mix and intensity.
+
+    Read from its JSON file: codecarbon's own loader reads every table it has, with
+    pandas (about a second, before anything of a run starts). Its loader where the file
+    is not found (another codecarbon version).
+    """
+    from importlib import resources
+
+    try:
+        text = resources.files("codecarbon").joinpath(ENERGY_MIX_FILE).read_text()
+        return dict(json.loads(text))
+    except (OSError, ValueError):
+        from codecarbon.input import DataSource
+
+        return dict(DataSource().get_global_energy_mix_data())
 
 
 def missing() -> str | None:
@@ -192,6 +208,7 @@ class ProcessCarbon:
         self.settings = settings
         self._tracker: Any = None
         self._failed = ""
+        self._starting: threading.Thread | None = None
 
     def _fault(self, step: str) -> None:
         if os.environ.get(ENV_FAIL, "") == step:
@@ -232,8 +249,17 @@ class ProcessCarbon:
             self._failed = f"tracker failed to start: {type(err).__name__}: {err}"
             log.warning("carbon unavailable for %s: %s", self.settings.label, self._failed)
 
+    def start_in_background(self) -> None:
+        """``start`` on a thread of its own: codecarbon's set-up (pandas for its CSV, the
+        CPU probe in a subprocess; 1-4 s) then overlaps the service's own start instead of
+        delaying it. The tracked window begins when that thread's ``start`` returns."""
+        self._starting = threading.Thread(target=self.start, name="carbon-start", daemon=True)
+        self._starting.start()
+
     def stop(self) -> CarbonRecord:
         """Stop tracking and write LABEL.json (also when carbon is unavailable)."""
+        if self._starting is not None:
+            self._starting.join(timeout=60.0)
         record = self._stop()
         try:
             path = record_path(self.settings.dir, self.settings.label)
@@ -318,12 +344,13 @@ def _finite(value: Any) -> bool:
 
 
 def start_from_env() -> ProcessCarbon | None:
-    """A started tracker when the launcher asked for one (ACTORQ_CARBON_DIR), else None."""
+    """A tracker starting on its own thread when the launcher asked for one
+    (ACTORQ_CARBON_DIR), else None."""
     settings = CarbonSettings.from_env()
     if settings is None:
         return None
     tracker = ProcessCarbon(settings)
-    tracker.start()
+    tracker.start_in_background()
     return tracker
 
 

@@ -21,6 +21,7 @@ COMMANDS = {
     "report": "commands.report",
     "eval": "commands.eval",
     "export": "commands.export",
+    "presets": "commands.train.presets",
 }
 
 
@@ -28,9 +29,9 @@ def serve(service: str, argv: Sequence[str]) -> int:
     """Run one service in this process until SIGTERM/SIGINT.
 
     When the launcher set ACTORQ_CARBON_DIR, codecarbon tracks the process
-    from before the service is imported to its end: imports and set-up count
-    (the learner trains before it serves), and a short run's busiest seconds
-    are not lost to the tracker's own second of set-up.
+    to its end from a tracker started on a thread before the service is
+    imported: its own seconds of set-up overlap the service's start instead of
+    delaying it (start-up time is the first thing a user sees).
     """
     procs.die_with_parent_from_env()
     tracker = carbon.start_from_env()
@@ -77,6 +78,7 @@ SUMMARIES = {
     "serve": "run one service: replay, quantizer, learner or actor (what a container runs)",
     "attach": "follow, evaluate and summarize services started elsewhere",
     "health": "exit 0 if the gRPC service at HOST:PORT is SERVING",
+    "presets": "the per-env settings `actorq train` picks by env id",
 }
 
 
@@ -107,7 +109,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "command",
-        choices=["train", "serve", "attach", "health", "bench", "report", "eval", "export"],
+        choices=[
+            "train",
+            "serve",
+            "attach",
+            "health",
+            "bench",
+            "report",
+            "eval",
+            "export",
+            "presets",
+        ],
         help="what to run",
     )
     if not argv or argv[0] in ("-h", "--help"):

@@ -147,6 +147,19 @@ def test_step_loop_waits_for_the_first_model(start_runner: Callable[..., ActorRu
     assert runner.status().state == "running"
 
 
+def test_random_until_model_steps_at_once_and_the_first_model_takes_over(
+    start_runner: Callable[..., ActorRunner],
+) -> None:
+    sink = RecordingSink()
+    runner = start_runner(config(chunk_size=16, random_until_model=True), sink)
+    wait_for(lambda: len(sink.chunks) >= 2)
+    assert runner.status().model_version == 0
+    assert {c.policy_version for c in sink.chunks} == {0}
+    runner.set_policy(policy(1))
+    wait_for(lambda: sink.chunks[-1].policy_version == 1)
+    assert runner.status().model_version == 1
+
+
 def test_a_new_policy_is_used_from_the_next_chunk_on(
     start_runner: Callable[..., ActorRunner],
 ) -> None:

@@ -51,7 +51,7 @@ def test_flags_beat_the_config_train_section_which_beats_the_algorithms_defaults
 
 
 def test_the_generic_defaults_hold_where_no_algorithm_changes_them() -> None:
-    args = parse_args(["--env", "CartPole-v1"])
+    args = parse_args(["--env", "CartPole-v1", "--no-preset"])
     assert (args.eval_episodes, args.eval_every_s) == (TrainArgs.eval_episodes, 5.0)
     assert args.carbon_tracking and not args.quiet
 

@@ -30,7 +30,7 @@ import yaml
 from actorq.config import ConfigError
 from actorq.network import PRECISIONS
 from commands.carbon import DEFAULT_COUNTRY
-from commands.train.args import FIELDS, flag
+from commands.train.args import FIELDS, SWITCHES, flag
 
 # `actorq train` settings a scenario may set: precision, seed and out are set per run,
 # the config overlay, quiet and carbon by the bench.
@@ -162,6 +162,9 @@ def train_command(
     cmd = [sys.executable, "-m", "commands.cli", "train"]
     for key, value in scenario.train.items():
         if value is None:
+            continue
+        if key in SWITCHES:  # a flag without a value, given when it says what the scenario asks
+            cmd += [flag(key)] if value == SWITCHES[key][1] else []
             continue
         cmd += [flag(key), str(value)]
     cmd += ["--precision", run.precision, "--seed", str(run.seed), "--out", str(run.out)]

@@ -171,6 +171,14 @@ def aggregate_precision(runs: Sequence[Run]) -> dict[str, Any]:
         "target_return": summaries[0].target_return,
         "time_to_target_s": stats([s.time_to_target_s for s in reached]),
         "env_steps_to_target": stats([s.env_steps_to_target for s in reached]),
+        # The stop rule's streak (--sustain): evaluations in a row at or above the target.
+        "sustain": max(s.sustain for s in summaries),
+        "sustained": sum(s.sustained_target for s in summaries),
+        "time_to_sustained_target_s": stats([s.time_to_sustained_target_s for s in summaries]),
+        "env_steps_to_sustained_target": stats(
+            [s.env_steps_to_sustained_target for s in summaries]
+        ),
+        "startup_s": stats([s.startup_s for s in summaries]),
         "final_return": stats([s.eval.get(precision) for s in summaries]),
         # The same weights run in the other precision (quantization's effect on return).
         "final_return_other_precision": {
@@ -253,6 +261,9 @@ def run_row(run: Run) -> dict[str, Any]:
         "reached_target": s.reached_target,
         "time_to_target_s": s.time_to_target_s,
         "env_steps_to_target": s.env_steps_to_target,
+        "time_to_sustained_target_s": s.time_to_sustained_target_s,
+        "env_steps_to_sustained_target": s.env_steps_to_sustained_target,
+        "startup_s": s.startup_s,
         "final_return": s.eval.get(run.precision),
         "wall_s": s.wall_s,
         "energy_kwh": s.energy_kwh,

@@ -65,6 +65,25 @@ def table_rows(agg: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             lambda a: _spread(a["env_steps_to_target"], ".0f"),
             _x(vs.get("env_steps_to_target")),
         ),
+        *(
+            [
+                row(
+                    f"held for {sustain} evaluations",
+                    lambda a: f"{a['sustained']}/{a['runs']}",
+                ),
+                row(
+                    "time to sustained target s",
+                    lambda a: _spread(a["time_to_sustained_target_s"]),
+                ),
+                row(
+                    "env steps to sustained target",
+                    lambda a: _spread(a["env_steps_to_sustained_target"], ".0f"),
+                ),
+            ]
+            if (sustain := max(a.get("sustain", 1) for a in by_p.values())) > 1
+            else []
+        ),
+        row("start-up s (to healthy and stepping)", lambda a: _spread(a["startup_s"])),
         row("final greedy return", lambda a: _spread(a["final_return"])),
         row(
             "actor env steps/s (sum of actors)",

@@ -2,10 +2,11 @@
 
 Sources, lowest first: the defaults below (the same for every algorithm), the
 ``train:`` section of the embedded ``commands/configs/ALGO.yaml`` (the one place
-for per-algorithm defaults), the ``train:`` section of ``--config FILE``, and
-the command-line flags. An unknown key in a ``train:`` section is refused,
-naming the file and the key. ``actorq attach`` reads the same type, with the
-flags that make sense for services someone else started.
+for per-algorithm defaults), that of the env's preset (``presets``), the
+``train:`` section of ``--config FILE``, and the command-line flags. An unknown
+key in a ``train:`` section is refused, naming the file and the key. ``actorq
+attach`` reads the same type, with the flags that make sense for services
+someone else started.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from actorq import config
 from actorq.config import ConfigError, closest, opt, read_file
 from actorq.network import ALGOS, PRECISIONS
 from commands.carbon import DEFAULT_COUNTRY
+from commands.train.presets import preset_file, preset_for
 
 
 @dataclass
@@ -39,6 +41,9 @@ class TrainArgs:
     max_env_steps: int = opt(100_000, "budget over all actors (0: none)")
     max_seconds: float = opt(0.0, "wall-clock budget (0: none)")
     target_return: float | None = opt(None, "stop when a greedy evaluation's mean reaches it")
+    sustain: int = opt(
+        1, "stop only when the last K full greedy evaluations all reach the target (1: the first)"
+    )
     replay_store: str = opt(
         "memory",
         "replay store: memory, or a Redis URL redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS)",
@@ -49,9 +54,15 @@ class TrainArgs:
         "(default: the config's learner.device, auto)",
     )
     out: str = opt("", "run directory (default runs/ENV-ALGO-PREC-sSEED-TIME)")
-    config: str | None = opt(None, "YAML overlay on the embedded default config")
+    config: str | None = opt(None, "YAML overlay on the embedded default config and the preset")
+    preset: bool = opt(True, "apply the env's tuned preset (`actorq presets` lists them)")
     eval_episodes: int = opt(20, "greedy episodes per evaluation (the target needs their mean)")
     eval_every_s: float = opt(5.0, "evaluate the newest served policy at most this often (s)")
+    eval_cpu_share: float = opt(
+        0.25,
+        "the most of one CPU the evaluation may take while training runs (a duty cycle: after "
+        "an evaluation of C CPU-seconds it pauses until C is this share of its time)",
+    )
     startup_timeout_s: float = opt(120.0, "seconds to wait for all services' health checks")
     poll_s: float = opt(1.0, "seconds between progress polls (metrics.jsonl lines)")
     stall_timeout_s: float = opt(
@@ -78,11 +89,19 @@ class TrainArgs:
             raise ConfigError(f"--precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
         if self.actors < 1:
             raise ConfigError(f"--actors {self.actors}: need at least one actor")
+        if self.sustain < 1:
+            raise ConfigError(
+                f"--sustain {self.sustain}: need at least one evaluation (1: stop at the first)"
+            )
         if self.eval_episodes < 1:
             raise ConfigError(f"--eval-episodes {self.eval_episodes}: need at least one episode")
         for name in ("max_env_steps", "max_seconds", "stall_timeout_s", "max_restarts"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{flag(name)} {getattr(self, name)}: must be >= 0 (0: none)")
+        if not 0 < self.eval_cpu_share <= 1:
+            raise ConfigError(
+                f"--eval-cpu-share {self.eval_cpu_share}: must be in (0, 1], a share of one CPU"
+            )
         for name in ("eval_every_s", "startup_timeout_s", "poll_s", "restart_window_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{flag(name)} {getattr(self, name)}: must be > 0 seconds")
@@ -97,6 +116,7 @@ FIELDS = tuple(f.name for f in dataclasses.fields(TrainArgs))
 # help when the flag says the opposite of the field).
 SWITCHES = {
     "quiet": ("--quiet", True, ""),
+    "preset": ("--no-preset", False, "no per-env preset: the embedded defaults and --config only"),
     "carbon_tracking": (
         "--no-carbon",
         False,
@@ -199,8 +219,11 @@ def load_train_args(flags: Mapping[str, Any]) -> TrainArgs:
     """
     path = flags.get("config")
     overlay = train_section(read_overlay(str(path)), str(path)) if path else {}
-    algo = flags.get("algo") or overlay.get("algo") or TrainArgs.algo
-    embedded = train_section(default_config(str(algo)), f"commands/configs/{algo}.yaml")
+    algo = str(flags.get("algo") or overlay.get("algo") or TrainArgs.algo)
+    embedded = train_section(default_config(algo), f"commands/configs/{algo}.yaml")
+    env, use = flags.get("env") or overlay.get("env"), flags.get("preset", overlay.get("preset"))
+    preset = preset_for(algo, str(env or ""), use is not False)
+    tuned = train_section(preset, f"{preset_file(algo)} ({env})")
     # The services' ACTORQ_* variables (ACTORQ_ENV, ACTORQ_SEED, ...) are theirs:
     # the launcher takes its settings from files and flags only.
-    return config.load(TrainArgs, env={}, flags={**embedded, **overlay}, overrides=flags)
+    return config.load(TrainArgs, env={}, flags={**embedded, **tuned, **overlay}, overrides=flags)

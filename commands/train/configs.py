@@ -24,6 +24,7 @@ from actorq.config import ConfigError, closest, redact_url
 from actorq.envs import env_info
 from commands import procs
 from commands.train.args import TrainArgs, deep_merge, default_config, read_overlay
+from commands.train.presets import preset_file, preset_for
 from services.actor.config import ActorConfig
 from services.learner.config import LearnerConfig
 from services.quantizer.config import QuantizerConfig
@@ -113,9 +114,13 @@ def check_sections(data: Mapping[str, Any], where: str) -> None:
 
 
 def merged_config(args: TrainArgs) -> dict[str, Any]:
-    """The embedded default of the run's algorithm with --config laid over it, checked."""
+    """The embedded default of the run's algorithm, the env's preset (``presets``) and
+    --config laid over it in that order, each checked."""
     merged = default_config(args.algo)
     check_sections(merged, f"commands/configs/{args.algo}.yaml")
+    preset = preset_for(args.algo, args.env, args.preset)
+    check_sections(preset, f"{preset_file(args.algo)} ({args.env})")
+    merged = deep_merge(merged, preset)
     if args.config:
         overlay = read_overlay(args.config)
         check_sections(overlay, args.config)

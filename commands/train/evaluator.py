@@ -1,4 +1,11 @@
-"""Greedy evaluation of the served policy while a run goes on, and at its end."""
+"""Greedy evaluation of the served policy while a run goes on, and at its end.
+
+While training runs, evaluation competes with the actors and the learner for
+the same cores. Its share is bounded by a duty cycle (``pause_after``): after
+an evaluation that took C CPU-seconds in B seconds, the evaluator pauses until
+C is at most ``eval_cpu_share`` of the time since it began, and never less than
+``eval_every_s``. The CPU time it took is counted (``cpu_s``) for the summary.
+"""
 
 from __future__ import annotations
 
@@ -20,11 +27,18 @@ from commands.train.state import RunState
 from commands.train.summary import EvalFailure, EvalRecord, append_eval
 
 
+def pause_after(cpu_s: float, busy_s: float, share: float, min_pause_s: float) -> float:
+    """Seconds to pause after an evaluation that took ``cpu_s`` CPU-seconds in ``busy_s``
+    seconds, so that it used at most ``share`` of one CPU over its time and the pause:
+    cpu_s / (busy_s + pause) <= share; at least ``min_pause_s``."""
+    return max(min_pause_s, cpu_s / share - busy_s)
+
+
 class Evaluator(threading.Thread):
     """Greedy episodes with the newest served artifact of the run's precision.
 
-    Runs in the launcher process, off the services' CPUs as far as a 2-core
-    box allows; its time counts in wall time like everything else.
+    Runs in the launcher process, its CPU share bounded by a duty cycle (see the
+    module's docstring); its time counts in wall time like everything else.
     """
 
     def __init__(
@@ -44,6 +58,8 @@ class Evaluator(threading.Thread):
         self._client = QuantizerClient(self._channel)
         self._bound = max_episode_return(args.env)
         self.error: str = ""
+        # CPU seconds of this thread while training ran (fetches and episodes).
+        self.cpu_s = 0.0
         # Other-precision artifacts of evaluated versions: (version, precision) -> model.
         self.twins: dict[tuple[int, str], FetchedModel] = {}
         # DIR/policy/: every evaluated artifact and its twin, the best kept apart.
@@ -81,7 +97,7 @@ class Evaluator(threading.Thread):
 
         with self.state.lock:
             env_steps = self.state.env_steps
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.thread_time()
         version = int(fetched.artifact.version)
         policy = OnnxPolicy(fetched.data, version, precision)
         result = evaluate(
@@ -101,13 +117,16 @@ class Evaluator(threading.Thread):
             stopped_early=bool(result.stopped_early),
             env_steps=env_steps,
             duration_s=round(time.monotonic() - started, 3),
+            cpu_s=round(time.thread_time() - cpu_started, 3),
         )
         append_eval(self.out, record)
         return record
 
     def run(self) -> None:
         version = 0
+        cpu_started = time.thread_time()
         while not self.stop_event.is_set():
+            started, cpu_before = time.monotonic(), time.thread_time()
             try:
                 record = self.evaluate_latest(self.args.precision, newer_than=version, wait_s=2.0)
             except grpc.RpcError as err:
@@ -118,11 +137,17 @@ class Evaluator(threading.Thread):
                 self.error = f"{err.code().name}: {err.details()}"
                 self.stop_event.wait(1.0)
                 continue
+            finally:
+                self.cpu_s = time.thread_time() - cpu_started
             if record is None:
                 continue
             version = record.version
-            self.state.add_eval(record, self.args.target_return)
-            self.stop_event.wait(self.args.eval_every_s)
+            self.state.add_eval(record, self.args.target_return, self.args.sustain)
+            busy_s = time.monotonic() - started
+            cpu_s = time.thread_time() - cpu_before
+            self.stop_event.wait(
+                pause_after(cpu_s, busy_s, self.args.eval_cpu_share, self.args.eval_every_s)
+            )
 
     def stop(self) -> None:
         """Stop evaluating while training goes on and wait for the evaluation under way."""

@@ -25,6 +25,7 @@ from actorq.clients import ActorClient, LearnerClient, QuantizerClient, ReplayCl
 from actorq.retry import dependency_down
 from actorq.rpc import channel
 from actorq.v1 import actor_pb2, learner_pb2, replay_pb2
+from commands.train import presets
 from commands.train import summary as summaries
 from commands.train.args import TrainArgs
 from commands.train.evaluator import Evaluator
@@ -36,7 +37,7 @@ from commands.train.tensorboard import RunBoard
 
 T = TypeVar("T")
 # The run's settings a summary repeats, under the same names.
-RUN_SETTINGS = ("env", "algo", "precision", "actors", "seed", "target_return")
+RUN_SETTINGS = ("env", "algo", "precision", "actors", "seed", "target_return", "sustain")
 
 
 def answer(call: Callable[[], T], down: dict[str, str] | None = None, name: str = "") -> T | None:
@@ -107,7 +108,7 @@ class Watch:
         return Snapshot(
             learner=answer(self.learner.status),
             replay=answer(self.replay.stats, down, "replay"),
-            actors=[answer(c.status) for c in self.actors.values()],
+            actors=self.poll_actors(),
             down=down,
         )
 
@@ -177,11 +178,30 @@ class Watch:
         self.board.poll(row, evals)
         self.progress.show(status_line(self.args, row, self.state.elapsed()))
         with self.state.lock:
-            reached = self.state.reached
-        reason = self._stop.reason(self.state, reached)
+            held = self.state.sustained
+        reason = self._stop.reason(self.state, held)
         if reason.startswith("stalled"):
             return reason, f"stopping: {reason}{self.logs_hint}"
         return reason, ""
+
+    def wait_stepping(self, timeout_s: float) -> float:
+        """Poll the actors until one has stepped; the seconds from the command's start to
+        that (``state.startup_s``). RuntimeError when a service dies or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while not any(s is not None and s.env_steps > 0 for s in self.poll_actors()):
+            reason, message = self.dead_service()
+            if reason:
+                raise RuntimeError(message)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no actor stepped within {timeout_s:.0f}s{self.logs_hint}")
+            # Short: the wait is the start-up time the user sees; a status call is cheap.
+            time.sleep(0.05)
+        self.state.startup_s = round(self.state.elapsed(), 3)
+        return self.state.startup_s
+
+    def poll_actors(self) -> list[actor_pb2.ActorStatus | None]:
+        """Every polled actor's status now (None where it did not answer)."""
+        return [answer(c.status) for c in self.actors.values()]
 
     # ------------------------------------------------------------ the run
 
@@ -211,12 +231,14 @@ class Watch:
         wall_s = state.elapsed()
         self.evaluator.stop()
         models = answer(self.quantizer.list_models)
-        final_models = self.evaluator.final_models(state.reached)
+        # The evaluation that ended the run (the target held) is the final one of its
+        # precision; without it, the newest served policies are evaluated.
+        final_models = self.evaluator.final_models(state.sustained)
         self.close()
         self.stop_serving()
-        final = self.evaluator.final_evals(state.reached, final_models)
+        final = self.evaluator.final_evals(state.sustained, final_models)
         for rec in final.values():
-            if isinstance(rec, EvalRecord) and rec is not state.reached:
+            if isinstance(rec, EvalRecord) and rec is not state.sustained:
                 self.board.evaluation(rec, "final")
         self.board.close()
         return self.summarize(models, final, wall_s)
@@ -226,6 +248,7 @@ class Watch:
         return RunSummary(
             **{name: getattr(self.args, name) for name in RUN_SETTINGS},
             stop_reason=self.state.stop_reason,
+            preset=presets.applied(self.args.algo, self.args.env, self.args.preset),
             run_dir=str(self.out),
             services=dict(self.addresses),
         )
@@ -246,7 +269,12 @@ class Watch:
             env_steps=state.env_steps,
             learner_steps=learner.learner_steps if learner else state.learner_steps,
             wall_s=round(wall_s, 3),
-            **summaries.eval_figures(final, state.evals, state.reached),
+            healthy_s=state.healthy_s,
+            startup_s=state.startup_s,
+            startup_cpu_s=state.startup_cpu_s,
+            eval_cpu_s=round(self.evaluator.cpu_s, 3),
+            eval_cpu_share=round(self.evaluator.cpu_s / wall_s, 4) if wall_s > 0 else None,
+            **summaries.eval_figures(final, state.evals, state.reached, state.sustained),
             **summaries.model_figures(models),
             **(summaries.actor_figures(actors) if self.actors else {}),
             observed_env_steps_per_s=summaries.median_or_none(state.sps_samples),

@@ -72,7 +72,8 @@ def budget_line(args: TrainArgs) -> str:
     """The run's stopping rules in words."""
     parts = []
     if args.target_return is not None:
-        parts.append(f"target {args.target_return:g}")
+        held = f" held for {args.sustain} evaluations" if args.sustain > 1 else ""
+        parts.append(f"target {args.target_return:g}{held}")
     if args.max_env_steps:
         parts.append(f"<= {args.max_env_steps:,} env steps")
     if args.max_seconds:
@@ -124,6 +125,14 @@ def result_line(summary: RunSummary) -> str:
             f"reached {summary.target_return:g} in {summary.time_to_target_s or 0:.1f}s "
             f"({summary.env_steps_to_target or 0:,} env steps)"
         )
+        if summary.sustain > 1:
+            head += (
+                f", held for {summary.sustain} evaluations at "
+                f"{summary.time_to_sustained_target_s:.1f}s "
+                f"({summary.env_steps_to_sustained_target or 0:,} env steps)"
+                if summary.sustained_target and summary.time_to_sustained_target_s is not None
+                else f", not held for {summary.sustain} evaluations ({summary.stop_reason})"
+            )
     else:
         head = f"stopped: {summary.stop_reason}"
     return (

@@ -34,15 +34,16 @@ SATURATED = 0.85
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds a process has used (None when it is gone or not Linux)."""
+def cpu_seconds(pid: int, children: bool = False) -> float | None:
+    """User + system CPU seconds a process has used (None when it is gone or not Linux);
+    with ``children``, those of its children it waited for too."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    # After the command name: state is field 3; utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    # After the command name: state is field 3; utime, stime, cutime, cstime are 14-17.
+    return sum(int(v) for v in fields[11 : 15 if children else 13]) / _TICKS
 
 
 class CpuMeter:

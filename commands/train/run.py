@@ -51,8 +51,9 @@ from commands.train.configs import (
     resolve_run,
 )
 from commands.train.monitor import Snapshot, Watch
+from commands.train.presets import describe
 from commands.train.progress import budget_line, result_line
-from commands.train.regime import CpuMeter
+from commands.train.regime import CpuMeter, cpu_seconds
 from commands.train.resume import Start, check_budgets
 from commands.train.runtoken import RunToken
 from commands.train.summary import CarbonSummary, RunSummary, from_dict
@@ -110,24 +111,29 @@ class Run(Watch):
         print(line, file=sys.stderr)
 
     def start(self) -> None:
-        """Start replay and quantizer, then the learner and the actors; wait for each to be
-        healthy; start evaluating."""
+        """Start every service at once (the learner and the actors wait for replay and the
+        quantizer themselves), wait until all are healthy, start evaluating, and wait until
+        an actor steps."""
         plan, timeout = self.plan, self.args.startup_timeout_s
         # The store URL may carry a password: the replay process alone gets it.
         self._start("replay", plan.replay.port, ACTORQ_STORE=self.args.replay_store)
         self._start("quantizer", plan.quantizer.port)
-        procs.wait_all_healthy(self.processes, timeout)
         self._start("learner", plan.learner.port)
         for actor in plan.actors:
             index = str(actor.actor_index)
             self._start("actor", actor.port, f"actor-{index}", ["--actor-index", index])
         procs.wait_all_healthy(self.processes, timeout)
-        self.progress.show(
-            f"all {len(self.processes)} services healthy after {self.state.elapsed():.1f}s"
-        )
+        self.state.healthy_s = round(self.state.elapsed(), 3)
         self.read_cpu()
         self.evaluator.start()
         self.supervisor.start()
+        stepping = self.wait_stepping(timeout)
+        pids = [s.pid for s in self.processes] + [os.getpid()]
+        self.state.startup_cpu_s = round(sum(cpu_seconds(p, True) or 0.0 for p in pids), 2)
+        self.progress.show(
+            f"all {len(self.processes)} services healthy after {self.state.healthy_s:.1f}s, "
+            f"actors stepping after {stepping:.1f}s"
+        )
 
     def continue_from(self, start: Start) -> None:
         """A resumed run's clock and env-step count go on from where it stopped."""
@@ -243,7 +249,8 @@ def run(args: TrainArgs, start: Start | None = None) -> RunSummary:
         print(f"actorq train: {session.carbon_off}", file=sys.stderr)
     print(
         f"actorq train: {args.env} {args.algo} {args.precision}, {args.actors} actor(s), "
-        f"seed {args.seed}; {budget_line(args)}; run dir {out}\n{core_budget(plan)}",
+        f"seed {args.seed}; {budget_line(args)}; run dir {out}\n{core_budget(plan)}\n"
+        f"{describe(args.algo, args.env, args.preset)}",
         file=sys.stderr,
     )
     summary: RunSummary | None = None

@@ -44,6 +44,7 @@ class EvalRecord:
     stopped_early: bool  # the target was out of reach, so not every episode ran
     env_steps: int  # the run's env steps when the evaluation began
     duration_s: float
+    cpu_s: float = 0.0  # CPU time of the evaluation's thread (0: not measured, older runs)
 
 
 @dataclass
@@ -62,6 +63,8 @@ class EvalDetail:
     history: list[EvalRecord] = field(default_factory=list)
     # The evaluation that first reached the target, if one did.
     target_eval: EvalRecord | None = None
+    # The evaluation that ended the first streak of `sustain` evaluations at or above it.
+    sustained_eval: EvalRecord | None = None
 
 
 @dataclass
@@ -151,13 +154,29 @@ class RunSummary:
     actors: int | None = None  # attached: the most the learner counted at once
     seed: int = 0
     target_return: float | None = None
-    reached_target: bool = False
+    reached_target: bool = False  # the first crossing: one full evaluation at or above it
     time_to_target_s: float | None = None
     env_steps_to_target: int | None = None
+    # The stop rule: this many full evaluations in a row at or above the target.
+    sustain: int = 1
+    sustained_target: bool = False
+    preset: str = ""  # the env's preset the run used (presets/ALGO.yaml#ENV), '' for none
+    time_to_sustained_target_s: float | None = None
+    env_steps_to_sustained_target: int | None = None
     stop_reason: str = ""
     env_steps: int = 0  # attached: transitions replay took in since attaching
     learner_steps: int = 0
-    wall_s: float | None = None
+    wall_s: float | None = None  # every time here counts from the command's start
+    # Seconds to every service healthy, and to the first env step (train only).
+    healthy_s: float | None = None
+    startup_s: float | None = None
+    # CPU seconds all the run's processes had used by startup_s (the machine's load aside,
+    # start-up takes at least this divided by the CPUs).
+    startup_cpu_s: float | None = None
+    # CPU seconds the evaluations took while training ran (the launcher's evaluator thread:
+    # fetching and running greedy episodes), and that as a share of one CPU over wall_s.
+    eval_cpu_s: float | None = None
+    eval_cpu_share: float | None = None
     # Final greedy mean return per precision (None where it could not be evaluated).
     eval: dict[str, float | None] = field(default_factory=dict)
     eval_detail: EvalDetail = field(default_factory=EvalDetail)
@@ -334,14 +353,19 @@ def eval_figures(
     final: Mapping[str, EvalRecord | EvalFailure],
     history: Sequence[EvalRecord],
     reached: EvalRecord | None,
+    sustained: EvalRecord | None = None,
 ) -> dict[str, Any]:
-    """The summary's target and evaluation fields."""
+    """The summary's target and evaluation fields: the first crossing (``reached``) and
+    the evaluation that ended the streak the stop rule asks for (``sustained``)."""
     return {
         "reached_target": reached is not None,
         "time_to_target_s": reached.t_s if reached else None,
         "env_steps_to_target": reached.env_steps if reached else None,
+        "sustained_target": sustained is not None,
+        "time_to_sustained_target_s": sustained.t_s if sustained else None,
+        "env_steps_to_sustained_target": sustained.env_steps if sustained else None,
         "eval": {p: r.mean_return if isinstance(r, EvalRecord) else None for p, r in final.items()},
-        "eval_detail": EvalDetail(dict(final), list(history), reached),
+        "eval_detail": EvalDetail(dict(final), list(history), reached, sustained),
     }
 
 

@@ -77,6 +77,11 @@ class ActorConfig:
         10.0, "at shutdown, how long to keep trying to send the queued transitions"
     )
     inference_threads: int = opt(1, "onnxruntime intra-op threads (one core per actor)")
+    random_until_model: bool = opt(
+        False,
+        "discrete actions: step with uniformly random actions (policy version 0) until the "
+        "first served policy arrives, instead of waiting for it",
+    )
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

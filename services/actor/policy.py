@@ -23,6 +23,34 @@ class PolicyError(ValueError):
     """ONNX bytes that are not a usable obs -> Q-values / action policy."""
 
 
+class RandomPolicy:
+    """Uniformly random discrete actions: what an actor steps with before the first served
+    policy when ``random_until_model`` is set. Version 0, no bytes; seeded, so a run repeats.
+
+    With epsilon starting at 1.0 the first policy's greedy action is almost never taken
+    anyway, and the learner samples nothing before replay holds ``min_size_to_sample``
+    transitions: stepping at once spares the actors the learner's start (torch) instead.
+    """
+
+    version = 0
+    size_bytes = 0
+    precision = "random"
+
+    def __init__(self, num_actions: int, seed: int) -> None:
+        if num_actions < 1:
+            raise PolicyError(f"a random policy needs discrete actions, got {num_actions}")
+        self.num_actions = num_actions
+        self._rng = np.random.default_rng(seed)
+
+    def act(self, obs: np.ndarray) -> int:
+        """A uniformly random action (the observation is not looked at)."""
+        return int(self._rng.integers(self.num_actions))
+
+    def action(self, obs: np.ndarray) -> np.ndarray:
+        """Continuous actions have no random stand-in: refused."""
+        raise PolicyError("a random policy acts only for discrete actions")
+
+
 class OnnxPolicy:
     """A policy over an ONNX graph ``obs [B, obs_dim] -> q_values [B, A]`` or ``action [B, A]``.
 

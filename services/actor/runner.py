@@ -39,7 +39,7 @@ from services.actor.exploration import (
     apex_final_epsilon,
 )
 from services.actor.nstep import NStepBuilder
-from services.actor.policy import OnnxPolicy
+from services.actor.policy import OnnxPolicy, RandomPolicy
 from services.actor.sender import ChunkSender, TransitionSink
 from services.actor.status import ActorSignals, StepTimes
 from services.actor.updater import ModelSource, ModelUpdater, PolicySlot
@@ -85,6 +85,8 @@ class ActorRunner:
         self._on_failure: Callable[[], None] | None = None
         self._step_thread: threading.Thread | None = None
         self._slot = PolicySlot(self.info)
+        if cfg.random_until_model and not self.info.continuous:
+            self._slot.act_randomly(cfg.actor_seed)
         self._queue = ChunkQueue(cfg.max_pending_chunks)
         self._sender = ChunkSender(sink, self._queue, cfg, signals)
         self._updater = (
@@ -144,8 +146,9 @@ class ActorRunner:
         self._slot.install(policy)
 
     @property
-    def policy(self) -> OnnxPolicy | None:
-        """The policy the step loop uses now (None before the first one)."""
+    def policy(self) -> OnnxPolicy | RandomPolicy | None:
+        """The policy the step loop uses now (None before the first one; random before it
+        with random_until_model)."""
         return self._slot.policy
 
     @property
@@ -218,9 +221,11 @@ class ActorRunner:
         obs = flat_obs(self.env.reset(seed=self.cfg.actor_seed)[0])
         self.state = "running"
         log.info(
-            "stepping %s with model v%d%s",
+            "stepping %s with %s%s",
             self.info.env_id,
-            self._slot.newest_seen,
+            "random actions until the first model"
+            if isinstance(self._slot.policy, RandomPolicy)
+            else f"model v{self._slot.newest_seen}",
             f", Gaussian noise sigma {self.noise_sigma:g}" if self._noise is not None else "",
         )
         obs = self._step_until_stopped(obs)

@@ -20,7 +20,7 @@ from actorq.envs import EnvInfo
 from actorq.retry import Backoff, Outage, describe
 from actorq.v1 import actor_pb2
 from services.actor.config import ActorConfig
-from services.actor.policy import OnnxPolicy, PolicyError, check_fits
+from services.actor.policy import OnnxPolicy, PolicyError, RandomPolicy, check_fits
 from services.actor.status import ActorSignals
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,8 @@ class PolicySlot:
 
     def __init__(self, info: EnvInfo) -> None:
         self.info = info
-        self.policy: OnnxPolicy | None = None
+        # A RandomPolicy only until the first served one (random_until_model).
+        self.policy: OnnxPolicy | RandomPolicy | None = None
         # Newest version fetched, loaded or refused: the next fetch asks for a newer one.
         self.newest_seen = 0
         self.ready = threading.Event()  # set once the first policy is in
@@ -49,6 +50,11 @@ class PolicySlot:
         check_fits(policy, self.info)
         self.policy = policy
         self.newest_seen = max(self.newest_seen, policy.version)
+        self.ready.set()
+
+    def act_randomly(self, seed: int) -> None:
+        """Step with uniformly random actions until the first served policy (discrete)."""
+        self.policy = RandomPolicy(self.info.num_actions, seed)
         self.ready.set()
 
     def refuse(self, version: int) -> None:

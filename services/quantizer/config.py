@@ -9,7 +9,10 @@ from typing import TypedDict
 
 from actorq.config import ConfigError, opt
 from actorq.network import PRECISIONS
-from services.quantizer.quantize import INT8_METHODS
+
+# The int8 methods ``quantize.quantize_int8`` knows. Named here, not there, so that checking
+# a config (the launcher does it for every run) does not import onnxruntime's quantizer.
+INT8_METHODS: tuple[str, ...] = ("dynamic", "static_qdq")
 
 DEFAULT_PORT = 50052
 

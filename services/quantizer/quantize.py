@@ -47,9 +47,9 @@ from onnxruntime.quantization import (
 )
 
 from actorq.network import OBS_INPUT
+from services.quantizer.config import INT8_METHODS
 
 Int8Method = Literal["dynamic", "static_qdq"]
-INT8_METHODS: tuple[str, ...] = ("dynamic", "static_qdq")
 SYNTHETIC_SEED = 0
 
 
