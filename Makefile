@@ -3,7 +3,8 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-RUN_DIR ?= runs/cartpole-dqn-int8
+# A new directory per run: a run directory is never reused or deleted (--resume continues one).
+RUN_DIR ?= runs/cartpole-dqn-int8-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: install run test lint typecheck pytest proto clean check-redis compose-check
 
