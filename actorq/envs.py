@@ -1,11 +1,14 @@
 """Environments the actor can step: flat Box observations, Discrete or bounded Box actions.
 
-Gymnasium ids (``CartPole-v1``, ``Pendulum-v1``) go through ``gymnasium.make``;
-``dmc:DOMAIN-TASK`` ids through the dm_control adapter (``actorq.dmc``).
+Gymnasium ids (``CartPole-v1``, ``Pendulum-v1``) go through ``gymnasium.make``,
+including Gymnasium's own ``module:EnvId`` form for envs users bring (the module
+is imported first, in every process that makes the env, so that it registers its
+ids); ``dmc:DOMAIN-TASK`` ids go through the dm_control adapter (``actorq.dmc``).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,14 +54,35 @@ class EnvInfo:
         return f"{self.action_dim}-dim actions in [{lo.tolist()}, {hi.tolist()}]"
 
 
-def _gymnasium_spec(env_id: str) -> Any:
+def _import_env_module(env_id: str) -> str:
+    """The id without its ``module:`` prefix, after importing that module (which registers it)."""
+    module, sep, name = env_id.rpartition(":")
+    if not sep:
+        return env_id
     try:
-        return gymnasium.spec(env_id)
+        importlib.import_module(module)
+    except ImportError as err:
+        raise ConfigError(
+            f"env {env_id!r}: module {module!r} cannot be imported ({err}); install it or put "
+            "its folder on PYTHONPATH for every service"
+        ) from None
+    except Exception as err:  # user code: anything it raises is a failed import
+        raise ConfigError(
+            f"env {env_id!r}: importing module {module!r} failed ({type(err).__name__}: {err})"
+        ) from None
+    return name
+
+
+def _gymnasium_spec(env_id: str) -> Any:
+    name = _import_env_module(env_id)
+    try:
+        return gymnasium.spec(name)
     except gymnasium.error.Error as err:
         raise ConfigError(
             f"env {env_id!r} is not a registered Gymnasium env ({err}); list the "
             "available ids with `python -c 'import gymnasium; gymnasium.pprint_registry()'`"
-            ", or name a dm_control task as dmc:DOMAIN-TASK"
+            ", name your own as module:EnvId (the module registers it), or a dm_control "
+            "task as dmc:DOMAIN-TASK"
         ) from None
 
 

@@ -100,3 +100,21 @@ def test_no_source_file_is_over_500_lines() -> None:
         if (n := len(p.read_text().splitlines())) > 500
     }
     assert not long, long
+
+
+# The hot paths: the actor's step loop, the learners' updates and loop, the replay's insert and sample.
+HOT_PATH_PACKAGES = ("services/actor", "services/learner", "services/replay")
+
+
+def test_no_function_on_a_hot_path_is_over_60_lines() -> None:
+    long = [
+        f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})"
+        for package in HOT_PATH_PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if not path.name.endswith(("_pb2.py", "_pb2_grpc.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > 60
+    ]
+    assert not long, long

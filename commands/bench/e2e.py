@@ -13,14 +13,17 @@ import time
 from pathlib import Path
 
 from actorq.config import ConfigError
+from commands import report
 from commands.bench.scenario import (
     check_precisions,
     load_scenario,
     run_bench,
     scenario_names,
 )
-from commands.bench.suite import load_suite, main_suite, suite_names
+from commands.bench.suite import load_suite, run_suite, suite_names
 from commands.carbon import DEFAULT_COUNTRY, check_country
+from commands.report import build
+from commands.report.suite import build_suite
 
 
 def main(argv: list[str]) -> int:
@@ -69,7 +72,7 @@ def main(argv: list[str]) -> int:
             print(f"suite {name:<26} {load_suite(name).description}")
         return 0
     if args.suite:
-        return main_suite(args)
+        return _main_suite(args)
     if not args.scenario:
         p.error(f"--scenario or --suite is required; shipped: {', '.join(scenario_names())}")
     args.seeds = 2 if args.seeds is None else args.seeds
@@ -80,12 +83,9 @@ def main(argv: list[str]) -> int:
             if args.precisions
             else scenario.precisions
         )
-        if args.seeds < 1:
-            raise ConfigError(f"--seeds {args.seeds}: need at least one seed")
-        country = check_country(args.carbon_country)
+        country = _check_seeds_and_country(args.seeds, args.carbon_country)
     except ConfigError as err:
-        print(f"actorq bench: {err}", file=sys.stderr)
-        return 2
+        return _refuse(err)
     out = Path(args.out or f"runs/bench-{scenario.name}-{int(time.time())}")
     print(
         f"actorq bench: scenario {scenario.name} ({scenario.description}); precisions "
@@ -110,7 +110,6 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print(f"\nactorq bench: interrupted; finished runs are in {out}/runs", file=sys.stderr)
         return 130
-    from commands import report
 
     code = report.main([str(out), "--out", str(out)])
     failed = [r for r in records if r["returncode"] != 0]
@@ -121,3 +120,55 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
     return code or (1 if failed else 0)
+
+
+def _check_seeds_and_country(seeds: int, carbon_country: str) -> str:
+    """The grid code to use; ConfigError for fewer than one seed or an unknown country."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: need at least one seed")
+    return check_country(carbon_country)
+
+
+def _refuse(err: ConfigError) -> int:
+    print(f"actorq bench: {err}", file=sys.stderr)
+    return 2
+
+
+def _main_suite(args: argparse.Namespace) -> int:
+    """``actorq bench --suite NAME [--seeds K] [--out DIR]``: run (or continue) a suite,
+    then write every scenario's report and the suite's."""
+    try:
+        suite = load_suite(args.suite)
+        seeds = suite.seeds if args.seeds is None else args.seeds
+        country = _check_seeds_and_country(seeds, args.carbon_country)
+    except ConfigError as err:
+        return _refuse(err)
+    out = Path(args.out or f"runs/suite-{suite.name}")
+    total = sum(len(s.precisions) for s in suite.scenarios) * seeds
+    print(
+        f"actorq bench: suite {suite.name} ({suite.description}); "
+        f"{len(suite.scenarios)} scenarios x seeds {args.first_seed}..{args.first_seed + seeds - 1}"
+        f"; {total} runs into {out} (finished runs there are kept)",
+        file=sys.stderr,
+    )
+    command = " ".join(["actorq", "bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else ""
+    try:
+        state = run_suite(suite, seeds, out, args.first_seed, country, command)
+    except KeyboardInterrupt:
+        print(
+            f"\nactorq bench: interrupted; rerun the same command to continue ({out})",
+            file=sys.stderr,
+        )
+        return 130
+    for scenario in suite.scenarios:
+        done = [out / r.dir for r in state.runs if r.scenario == scenario.name and r.stop_reason]
+        if done:
+            build(done, out / scenario.name)
+    build_suite(out)
+    failed = [r for r in state.runs if r.status == "failed"]
+    for r in failed:
+        print(
+            f"actorq bench: {r.scenario} {r.precision} s{r.seed} failed ({r.dir})", file=sys.stderr
+        )
+    print(f"suite report: {out / 'report.md'}")
+    return 1 if failed else 0

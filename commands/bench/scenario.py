@@ -64,15 +64,45 @@ class RunSpec:
     out: Path
 
 
-def _scenario_dir() -> Any:
-    return resources.files("commands").joinpath("scenarios")
+SHIPPED = "scenarios"  # the package folder (under commands/) of shipped scenarios; suites below
+
+
+def shipped_names(folder: str) -> list[str]:
+    """Names of the YAML files shipped in commands/FOLDER (without .yaml)."""
+    entries = resources.files("commands").joinpath(folder).iterdir()
+    return sorted(p.name.removesuffix(".yaml") for p in entries if p.name.endswith(".yaml"))
+
+
+def load_shipped(kind: str, folder: str, name_or_path: str, keys: tuple[str, ...]) -> Any:
+    """(mapping, name, source) of a shipped YAML by name or of a YAML file by path.
+
+    ConfigError names what is wrong: no such file (with the shipped names), a
+    top level that is not a mapping, or keys outside ``keys``.
+    """
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        text, name, source = path.read_text(), path.stem, str(path)
+    else:
+        entry = resources.files("commands").joinpath(folder).joinpath(f"{name_or_path}.yaml")
+        if not entry.is_file():
+            raise ConfigError(
+                f"no {kind} {name_or_path!r}; shipped {kind}s: "
+                f"{', '.join(shipped_names(folder))} (or give a path to a .yaml file)"
+            )
+        text, name = entry.read_text(), name_or_path
+        source = f"commands/{folder}/{name_or_path}.yaml"
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{kind} {source}: expected a mapping at top level")
+    unknown = sorted(set(data) - set(keys))
+    if unknown:
+        raise ConfigError(f"{kind} {source}: unknown keys {unknown}; allowed: {list(keys)}")
+    return data, name, source
 
 
 def scenario_names() -> list[str]:
     """Names of the scenarios shipped with actorq."""
-    return sorted(
-        p.name.removesuffix(".yaml") for p in _scenario_dir().iterdir() if p.name.endswith(".yaml")
-    )
+    return shipped_names(SHIPPED)
 
 
 def check_precisions(precisions: list[str], where: str) -> list[str]:
@@ -88,29 +118,7 @@ def check_precisions(precisions: list[str], where: str) -> list[str]:
 
 def load_scenario(name_or_path: str) -> Scenario:
     """A shipped scenario by name, or a scenario YAML file by path; ConfigError if unusable."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") and path.exists():
-        text, name, source = path.read_text(), path.stem, str(path)
-    else:
-        entry = _scenario_dir().joinpath(f"{name_or_path}.yaml")
-        if not entry.is_file():
-            raise ConfigError(
-                f"no scenario {name_or_path!r}; shipped scenarios: {', '.join(scenario_names())} "
-                "(or give a path to a .yaml file)"
-            )
-        text, name, source = (
-            entry.read_text(),
-            name_or_path,
-            f"commands/scenarios/{name_or_path}.yaml",
-        )
-    data = yaml.safe_load(text) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"scenario {source}: expected a mapping at top level")
-    unknown = sorted(set(data) - set(SCENARIO_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"scenario {source}: unknown keys {unknown}; allowed: {list(SCENARIO_KEYS)}"
-        )
+    data, name, source = load_shipped("scenario", SHIPPED, name_or_path, SCENARIO_KEYS)
     train = data.get("train") or {}
     if not isinstance(train, dict) or "env" not in train:
         raise ConfigError(f"scenario {source}: 'train' must be a mapping that names at least env")

@@ -28,14 +28,21 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from actorq.config import ConfigError
-from commands.bench.scenario import RunSpec, Scenario, load_scenario, plan, train_command
+from commands.bench.scenario import (
+    RunSpec,
+    Scenario,
+    load_scenario,
+    load_shipped,
+    plan,
+    shipped_names,
+    train_command,
+)
 from commands.train.summary import METRICS_FILE, SUMMARY_FILE
 
 SUITE_FILE = "suite.json"
@@ -81,37 +88,17 @@ class SuiteState:
     finished_unix: float | None = None
 
 
-def _suite_dir() -> Any:
-    return resources.files("commands").joinpath("scenarios").joinpath("suites")
+SUITES = "scenarios/suites"  # the package folder (under commands/) of shipped suites
 
 
 def suite_names() -> list[str]:
     """Names of the suites shipped with actorq."""
-    return sorted(
-        p.name.removesuffix(".yaml") for p in _suite_dir().iterdir() if p.name.endswith(".yaml")
-    )
+    return shipped_names(SUITES)
 
 
 def load_suite(name_or_path: str) -> Suite:
     """A shipped suite by name, or a suite YAML file by path; ConfigError if unusable."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") and path.exists():
-        text, name, source = path.read_text(), path.stem, str(path)
-    else:
-        entry = _suite_dir().joinpath(f"{name_or_path}.yaml")
-        if not entry.is_file():
-            raise ConfigError(
-                f"no suite {name_or_path!r}; shipped suites: {', '.join(suite_names())} "
-                "(or give a path to a .yaml file)"
-            )
-        text, name = entry.read_text(), name_or_path
-        source = f"commands/scenarios/suites/{name_or_path}.yaml"
-    data = yaml.safe_load(text) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"suite {source}: expected a mapping at top level")
-    unknown = sorted(set(data) - set(SUITE_KEYS))
-    if unknown:
-        raise ConfigError(f"suite {source}: unknown keys {unknown}; allowed: {list(SUITE_KEYS)}")
+    data, name, source = load_shipped("suite", SUITES, name_or_path, SUITE_KEYS)
     names = data.get("scenarios") or []
     if not isinstance(names, list) or not names:
         raise ConfigError(f"suite {source}: 'scenarios' must list at least one scenario")
@@ -293,51 +280,3 @@ def _write(out: Path, state: SuiteState) -> None:
     tmp = out / f".{SUITE_FILE}.tmp"
     tmp.write_text(json.dumps(asdict(state), indent=2))
     tmp.replace(out / SUITE_FILE)
-
-
-def main_suite(args: Any) -> int:
-    """``actorq bench --suite NAME [--seeds K] [--out DIR]``: run (or continue) a suite,
-    then write every scenario's report and the suite's."""
-    from commands.carbon import check_country
-
-    try:
-        suite = load_suite(args.suite)
-        seeds = suite.seeds if args.seeds is None else args.seeds
-        if seeds < 1:
-            raise ConfigError(f"--seeds {seeds}: need at least one seed")
-        country = check_country(args.carbon_country)
-    except ConfigError as err:
-        print(f"actorq bench: {err}", file=sys.stderr)
-        return 2
-    out = Path(args.out or f"runs/suite-{suite.name}")
-    total = sum(len(s.precisions) for s in suite.scenarios) * seeds
-    print(
-        f"actorq bench: suite {suite.name} ({suite.description}); "
-        f"{len(suite.scenarios)} scenarios x seeds {args.first_seed}..{args.first_seed + seeds - 1}"
-        f"; {total} runs into {out} (finished runs there are kept)",
-        file=sys.stderr,
-    )
-    command = " ".join(["actorq", "bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else ""
-    try:
-        state = run_suite(suite, seeds, out, args.first_seed, country, command)
-    except KeyboardInterrupt:
-        print(
-            f"\nactorq bench: interrupted; rerun the same command to continue ({out})",
-            file=sys.stderr,
-        )
-        return 130
-    from commands.report import build
-    from commands.report.suite import build_suite
-
-    for scenario in suite.scenarios:
-        done = [out / r.dir for r in state.runs if r.scenario == scenario.name and r.stop_reason]
-        if done:
-            build(done, out / scenario.name)
-    build_suite(out)
-    failed = [r for r in state.runs if r.status == "failed"]
-    for r in failed:
-        print(
-            f"actorq bench: {r.scenario} {r.precision} s{r.seed} failed ({r.dir})", file=sys.stderr
-        )
-    print(f"suite report: {out / 'report.md'}")
-    return 1 if failed else 0
