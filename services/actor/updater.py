@@ -148,7 +148,9 @@ class ModelUpdater:
         self._pull_s_sum += fetched.transfer_s
         self._load_s_sum += load_s
         self._errors.clear("model")
-        log.info(
+        # The first model is news; every later swap (one per publish) only at debug.
+        log.log(
+            logging.INFO if self.swaps == 1 else logging.DEBUG,
             "swapped to model v%d (%s, %d bytes): pull %.1f ms, load %.1f ms",
             version,
             self._precision,
