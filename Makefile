@@ -29,7 +29,7 @@ typecheck: install
 	$(BIN)/mypy actorq services commands
 
 pytest: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15  # the slowest tests, to keep the suite under 20 minutes
 
 test: check-redis lint typecheck pytest
 
