@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +30,7 @@ from commands.train import presets
 from commands.train import summary as summaries
 from commands.train.args import TrainArgs
 from commands.train.evaluator import Evaluator
-from commands.train.progress import Progress, status_line
+from commands.train.progress import Progress
 from commands.train.regime import regime
 from commands.train.state import RunState, StopCheck
 from commands.train.summary import METRICS_FILE, EvalFailure, EvalRecord, RunSummary
@@ -49,6 +50,11 @@ def answer(call: Callable[[], T], down: dict[str, str] | None = None, name: str 
         if down is not None and (behind := dependency_down(err)):
             down[name] = behind
         return None
+
+
+def mean_or_none(values: list[float]) -> float | None:
+    """The mean to 4 decimals, or None for no values."""
+    return round(statistics.fmean(values), 4) if values else None
 
 
 @dataclass
@@ -157,6 +163,12 @@ class Watch:
             "active_actors": learner.active_actors if learner else None,
             "eval_return": latest.mean_return if latest else None,
             "eval_version": latest.version if latest else None,
+            "eval_episodes": latest.episodes if latest else None,
+            # The training episode return: the actors' means over the episodes they finished.
+            "train_return": mean_or_none(
+                [a.mean_episode_return for a in snap.answering_actors if a.episodes > 0]
+            ),
+            "epsilon": mean_or_none([a.epsilon for a in snap.answering_actors]),
             "actor_versions": [a.model_version if a else None for a in snap.actors],
             "down": dict(snap.down),
         }
@@ -176,7 +188,7 @@ class Watch:
         with self.state.lock:
             evals = list(self.state.evals)
         self.board.poll(row, evals)
-        self.progress.show(status_line(self.args, row, self.state.elapsed()))
+        self.progress.update(self.args, row, self.state.elapsed(), evals)
         with self.state.lock:
             held = self.state.sustained
         reason = self._stop.reason(self.state, held)

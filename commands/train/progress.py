@@ -2,46 +2,80 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
+import io
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
 
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from actorq.network import ALGO_KINDS
 from commands.train.args import TrainArgs
-from commands.train.summary import RunSummary
+from commands.train.summary import EvalRecord, RunSummary
+
+# The live view is laid out for the narrowest common terminal.
+VIEW_COLUMNS = 80
+# Without a terminal (CI, a pipe): one plain line this often.
+PLAIN_EVERY_S = 5.0
 
 
 class Progress:
-    """One live status line on a terminal; a line every few seconds otherwise."""
+    """A live view of the run on a terminal (rich); a plain line every few seconds
+    otherwise (CI, pipes); nothing with ``quiet``."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, stream: TextIO | None = None) -> None:
+        """``stream``: where to write (default: stderr, read when first needed)."""
         self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self._last_line = 0.0
+        self.console = Console(file=stream, stderr=stream is None, highlight=False)
+        self.tty = self.console.is_terminal and not self.console.is_dumb_terminal
+        self._live: Live | None = None
+        self._last_line = -PLAIN_EVERY_S
 
-    def show(self, text: str) -> None:
+    def note(self, text: str) -> None:
+        """A line that stays (above the live view on a terminal)."""
+        if self.quiet:
+            return
+        if self._live is not None:
+            self._live.console.print(text, markup=False, soft_wrap=True)
+        else:
+            self.console.file.write(text + "\n")
+            self.console.file.flush()
+
+    def update(
+        self,
+        args: TrainArgs,
+        row: Mapping[str, Any],
+        elapsed_s: float,
+        evals: Sequence[EvalRecord] = (),
+    ) -> None:
+        """Show one metrics.jsonl row: redraw the live view, or print a plain line
+        when the last one is ``PLAIN_EVERY_S`` old."""
         if self.quiet:
             return
         if self.tty:
-            # A line longer than the terminal wraps and \r no longer rewrites it.
-            columns = shutil.get_terminal_size((200, 24)).columns
-            sys.stderr.write("\r\033[K" + text[: max(20, columns - 1)])
-            sys.stderr.flush()
-        elif time.monotonic() - self._last_line >= 5.0:
-            sys.stderr.write(text + "\n")
-            sys.stderr.flush()
+            view = status_view(args, row, elapsed_s, evals)
+            if self._live is None:
+                # Not transient: the last view stays on screen after the run.
+                self._live = Live(view, console=self.console, refresh_per_second=4)
+                self._live.start()
+            else:
+                self._live.update(view, refresh=True)
+        elif time.monotonic() - self._last_line >= PLAIN_EVERY_S:
+            self.note(status_line(args, row, elapsed_s, evals))
             self._last_line = time.monotonic()
 
     def done(self) -> None:
-        """End the live line (before other output)."""
-        if self.tty and not self.quiet:
-            sys.stderr.write("\n")
+        """End the live view (before other output); an update starts a new one."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
 
 def clock(seconds: float) -> str:
     """m:ss below an hour, else XhMM."""
-    seconds = max(0, int(seconds))
+    seconds = max(0, round(seconds))
     return (
         f"{seconds // 60}:{seconds % 60:02d}"
         if seconds < 3600
@@ -49,23 +83,115 @@ def clock(seconds: float) -> str:
     )
 
 
-def budget_bar(args: TrainArgs, env_steps: int, elapsed_s: float, width: int = 16) -> str:
-    """A bar and ETA towards the nearer of the env-step and wall-clock budgets ('' if none).
-
-    The target return may end the run sooner; that cannot be predicted, so the
-    ETA is the budget's.
-    """
+def eta(
+    args: TrainArgs, row: Mapping[str, Any], elapsed_s: float, evals: Sequence[EvalRecord] = ()
+) -> tuple[float | None, str]:
+    """(fraction of the budget used, ETA in words): the ETA is the target's when the
+    evaluations' pace so far reaches it before the nearer budget ends, else the budget's."""
     fractions = []
     if args.max_env_steps:
-        fractions.append(env_steps / args.max_env_steps)
+        fractions.append(row["env_steps"] / args.max_env_steps)
     if args.max_seconds:
         fractions.append(elapsed_s / args.max_seconds)
-    if not fractions:
-        return ""
-    done = min(1.0, max(fractions))
-    filled = round(done * width)
-    eta = clock(elapsed_s * (1 - done) / done) if done >= 0.01 else "?"
-    return f"[{'#' * filled}{'.' * (width - filled)}] {100 * done:3.0f}% ETA {eta:>5} "
+    done = min(1.0, max(fractions)) if fractions else None
+    budget_s = elapsed_s * (1 - done) / done if done is not None and done >= 0.01 else None
+    target_s = target_eta(args, evals, elapsed_s)
+    if target_s is not None and (budget_s is None or target_s < budget_s):
+        return done, f"{clock(target_s)} to target"
+    if budget_s is not None:
+        return done, f"{clock(budget_s)} to budget"
+    return done, "?"
+
+
+def target_eta(args: TrainArgs, evals: Sequence[EvalRecord], elapsed_s: float) -> float | None:
+    """Seconds until the eval return reaches the target, the line through the run's first
+    and latest evaluation carried on (None: no target, under two evaluations, or the
+    return not rising). Returns start anywhere (negative too), hence the first evaluation
+    and not zero as the line's base."""
+    ours = [e for e in evals if e.precision == args.precision]
+    if args.target_return is None or len(ours) < 2:
+        return None
+    first, last = ours[0], ours[-1]
+    if last.mean_return >= args.target_return:
+        return 0.0
+    if last.t_s <= first.t_s or last.mean_return <= first.mean_return:
+        return None
+    pace = (last.mean_return - first.mean_return) / (last.t_s - first.t_s)
+    return max(0.0, (args.target_return - last.mean_return) / pace - (elapsed_s - last.t_s))
+
+
+def _num(value: float | None, fmt: str = ",.0f") -> str:
+    return "-" if value is None else f"{value:{fmt}}"
+
+
+def _rate(value: float | None) -> str:
+    return "" if value is None else f" ({value:,.0f}/s)"
+
+
+def explore(args: TrainArgs, row: Mapping[str, Any]) -> str:
+    """Exploration now: the actors' mean epsilon, or the (fixed) Gaussian noise."""
+    kind = ALGO_KINDS.get(args.algo)
+    if kind is not None and kind.continuous:
+        return "Gaussian noise"
+    eps = row.get("epsilon")
+    return "-" if eps is None else f"eps {eps:.3f}"
+
+
+def eval_text(row: Mapping[str, Any]) -> str:
+    """The latest evaluation: mean return, over how many episodes, of which version."""
+    if row["eval_return"] is None:
+        return "- (none yet)"
+    episodes = row.get("eval_episodes")
+    over = f" over {episodes} ep" if episodes is not None else ""
+    return f"{row['eval_return']:.1f}{over} (v{row['eval_version']})"
+
+
+def status_fields(
+    args: TrainArgs, row: Mapping[str, Any], elapsed_s: float, evals: Sequence[EvalRecord] = ()
+) -> list[tuple[str, str]]:
+    """The live view's (label, value) pairs for one metrics.jsonl row (``evals``: the
+    run's evaluations so far, for the target's ETA)."""
+    done, eta_text = eta(args, row, elapsed_s, evals)
+    active = row["active_actors"]
+    loss = row.get("loss")
+    fields = [
+        ("eval return", eval_text(row)),
+        ("train return", _num(row.get("train_return"), ".1f")),
+        ("env steps", _num(row["env_steps"]) + _rate(row["env_steps_per_s"])),
+        ("learner", _num(row["learner_steps"]) + _rate(row["learner_steps_per_s"])),
+        ("loss", _num(loss, ".4g")),
+        ("explore", explore(args, row)),
+        ("model", f"v{row['model_version'] or 0}"),
+        ("actors", "?" if active is None else str(active)),
+        ("elapsed", clock(elapsed_s) + (f" {100 * done:.0f}%" if done is not None else "")),
+        ("eta", eta_text),
+    ]
+    return fields
+
+
+def status_view(
+    args: TrainArgs, row: Mapping[str, Any], elapsed_s: float, evals: Sequence[EvalRecord] = ()
+) -> Table:
+    """The live view: two (label, value) pairs a line, ``VIEW_COLUMNS`` wide at most (the
+    left values, the eval return first, get the room), then what is down."""
+    grid = Table.grid(padding=(0, 1))
+    for width in (33, 21):
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(overflow="ellipsis", no_wrap=True, max_width=width)
+    fields = status_fields(args, row, elapsed_s, evals)
+    for i in range(0, len(fields), 2):
+        cells = [cell for label, value in fields[i : i + 2] for cell in (label, value)]
+        grid.add_row(*cells, *[""] * (4 - len(cells)))
+    for name, what in (row.get("down") or {}).items():
+        grid.add_row(name, f"down: {what}", "", "")
+    return grid
+
+
+def render(view: Any, columns: int = VIEW_COLUMNS) -> str:
+    """A renderable as the plain text a terminal ``columns`` wide would show."""
+    buf = io.StringIO()
+    Console(file=buf, width=columns, color_system=None, highlight=False).print(view)
+    return buf.getvalue()
 
 
 def budget_line(args: TrainArgs) -> str:
@@ -81,26 +207,17 @@ def budget_line(args: TrainArgs) -> str:
     return ", ".join(parts) or "no budget (Ctrl-C to stop)"
 
 
-def status_line(args: TrainArgs, row: Mapping[str, Any], elapsed_s: float) -> str:
-    """The live line for one metrics.jsonl row (rates where the poll had them)."""
-
-    def rate(value: float | None, width: int) -> str:
-        return "" if value is None else f" ({value:{width},.0f}/s)"
-
-    active = row["active_actors"]
+def status_line(
+    args: TrainArgs, row: Mapping[str, Any], elapsed_s: float, evals: Sequence[EvalRecord] = ()
+) -> str:
+    """The plain line for one metrics.jsonl row (no terminal): the view's fields, then
+    the replay's size and what is down."""
     replay = row["replay_size"]
-    ev = (
-        f"{row['eval_return']:6.1f} (v{row['eval_version']})"
-        if row["eval_return"] is not None
-        else "  -   "
-    )
+    fields = status_fields(args, row, elapsed_s, evals)
     return (
-        budget_bar(args, row["env_steps"], elapsed_s)
-        + f"[{row['t_s']:7.1f}s] actors {active if active is not None else '?'} | "
-        f"env {row['env_steps']:>9,}{rate(row['env_steps_per_s'], 7)} | "
-        f"learner {row['learner_steps']:>8,}{rate(row['learner_steps_per_s'], 6)} | "
-        f"model v{row['model_version'] or 0} | eval {ev} | "
-        f"replay {f'{replay:,}' if replay is not None else '?'}"
+        f"[{row['t_s']:7.1f}s] "
+        + " | ".join(f"{name} {value}" for name, value in fields)
+        + f" | replay {f'{replay:,}' if replay is not None else '?'}"
         + "".join(f" | {name}: {what} down" for name, what in (row.get("down") or {}).items())
     )
 

@@ -115,6 +115,7 @@ class Run(Watch):
         quantizer themselves), wait until all are healthy, start evaluating, and wait until
         an actor steps."""
         plan, timeout = self.plan, self.args.startup_timeout_s
+        self.progress.note(f"starting replay, quantizer, learner, {len(plan.actors)} actor(s)...")
         # The store URL may carry a password: the replay process alone gets it.
         self._start("replay", plan.replay.port, ACTORQ_STORE=self.args.replay_store)
         self._start("quantizer", plan.quantizer.port)
@@ -130,7 +131,7 @@ class Run(Watch):
         stepping = self.wait_stepping(timeout)
         pids = [s.pid for s in self.processes] + [os.getpid()]
         self.state.startup_cpu_s = round(sum(cpu_seconds(p, True) or 0.0 for p in pids), 2)
-        self.progress.show(
+        self.progress.note(
             f"all {len(self.processes)} services healthy after {self.state.healthy_s:.1f}s, "
             f"actors stepping after {stepping:.1f}s"
         )
