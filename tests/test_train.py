@@ -90,6 +90,9 @@ def test_short_run_writes_summary_metrics_and_config_and_leaves_no_process(tmp_p
     assert (out / "config.yaml").read_text().count("replay_address") >= 2
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert lines and "env_steps" in json.loads(lines[-1])
+    # The training episode return (what `actorq report` plots) and the exploration.
+    last = json.loads(lines[-1])
+    assert last["train_return"] > 0 and 0 < last["epsilon"] <= 1
 
 
 def test_a_metrics_port_in_the_users_environment_does_not_reach_the_services(
