@@ -1,7 +1,8 @@
-"""10,000 fuzzed requests per service against a real process (``actorq bench fuzz``):
-no UNKNOWN status, no crash, still serving, resident memory grown by < 20 MiB.
+"""4,000 fuzzed requests per service against a real process: no UNKNOWN status, no
+crash, still serving, resident memory grown by < 20 MiB.
 
-A service takes about 10 s (2 cores); ``actorq bench fuzz`` runs the same on demand.
+The issue's full 10,000 per service is ``actorq bench fuzz`` (the same code, on demand:
+~10 s a service on 2 cores); here 4,000 keep ``make test`` inside its 20 minutes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 
 from commands.bench import fuzz
 
-COUNT = 10_000
+COUNT = 4_000
 MAX_GROWTH_MIB = 20.0
 
 
