@@ -298,14 +298,21 @@ def test_actorq_train_with_a_token_in_the_environment_authenticates_every_call(
 ) -> None:
     env = {**os.environ, "ACTORQ_TOKEN": SHARED_TOKEN}
     out = tmp_path / "run"
-    res = train(out, "--env", "CartPole-v1", "--actors", "1", "--max-env-steps", "1500", env=env)
+    res = train(
+        out,
+        *("--env", "CartPole-v1", "--actors", "1", "--max-env-steps", "1500"),
+        *("--learner-device", "cpu"),
+        env=env,
+    )
     assert res.returncode == 0, res.stderr
+    assert "core budget:" in res.stderr and "(device cpu)" in res.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stop_reason"] == "max_env_steps"
     assert summary["eval"]["int8"] is not None  # the launcher's evaluator pulled models
     logs = {p.name: p.read_text() for p in (out / "logs").glob("*.log")}
     assert "callers need a token" in logs["replay.log"]
     assert not [name for name, text in logs.items() if "refused a call" in text]
+    assert "on cpu (" in logs["learner.log"]
 
 
 # --- mutual TLS ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from test_train import SUMMARY_KEYS, _pid_alive, train
 
 from actorq import dmc
@@ -21,8 +22,13 @@ def test_short_d4pg_run_serves_both_precisions_and_leaves_no_process(tmp_path: P
         out,
         *("--env", "dmc:cartpole-balance", "--algo", "d4pg", "--actors", "2"),
         *("--max-env-steps", "3000", "--eval-episodes", "1", "--no-carbon"),
+        *("--learner-device", "auto"),
     )
     assert res.returncode == 0, res.stderr
+    assert "core budget:" in res.stderr and "(device auto)" in res.stderr
+    # auto takes CUDA only where torch sees a GPU (the GPU script's case), else the CPU.
+    expected = "cuda" if torch.cuda.is_available() else "on cpu ("
+    assert expected in (out / "logs" / "learner.log").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert summary.keys() >= SUMMARY_KEYS
     assert (summary["algo"], summary["stop_reason"]) == ("d4pg", "max_env_steps")
