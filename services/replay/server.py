@@ -346,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "serving on %s:%d (%s store, capacity %d, %s sampler, min_size_to_sample %d, %s)",
         cfg.host,
         port,
-        cfg.store_label,
+        cfg.store_label + (f", journal {cfg.journal}" if cfg.journal else ""),
         cfg.capacity,
         cfg.sampler,
         cfg.min_size_to_sample,
