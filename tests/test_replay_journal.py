@@ -8,6 +8,7 @@ restarts it. `actorq train` with the replay killed is in tests/test_faults.py.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from actorq.rpc import channel
 from actorq.transitions import Transitions
 from services.replay import journal as journal_module
 from services.replay.config import ReplayConfig
+from services.replay.errors import StoreUnavailableError
 from services.replay.factory import build_table
 from services.replay.journal import Journal, JournalError
 from services.replay.journaled import JournaledTable
@@ -37,6 +39,13 @@ def journaled(path: Path, capacity: int = 100, **settings: object) -> JournaledT
     )
     table = build_table(cfg)
     assert isinstance(table, JournaledTable)
+    return table
+
+
+def recovered(path: Path, **settings: object) -> JournaledTable:
+    """What a replica restarted on path holds (closed again, so the journal is free)."""
+    table = journaled(path, **settings)  # type: ignore[arg-type]
+    table.close()
     return table
 
 
@@ -77,7 +86,7 @@ def test_a_reopened_journal_gives_back_rows_counters_and_resend_marks(tmp_path: 
     assert send(again, 4, 8, "a", seq=2) == 0
     assert send(again, 1, 14, "a", seq=3) == 1
     again.close()
-    assert journaled(path).stats().inserted_by_actor == {"a": 10, "b": 5}
+    assert recovered(path).stats().inserted_by_actor == {"a": 10, "b": 5}
 
 
 def test_only_the_newest_capacity_transitions_come_back(tmp_path: Path) -> None:
@@ -136,7 +145,7 @@ def test_a_torn_last_record_is_dropped_and_cut_off(tmp_path: Path) -> None:
     assert path.stat().st_size == whole  # the torn bytes are gone before new appends
     send(again, 2, 100)
     again.close()
-    assert list(rows(journaled(path))) == [0, 1, 2, 3, 4, 100, 101]
+    assert list(rows(recovered(path))) == [0, 1, 2, 3, 4, 100, 101]
 
 
 def test_a_corrupt_record_and_all_after_it_are_ignored(tmp_path: Path) -> None:
@@ -149,9 +158,9 @@ def test_a_corrupt_record_and_all_after_it_are_ignored(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[whole + 60] ^= 0xFF  # a flipped byte in the second record's body
     path.write_bytes(bytes(data))
-    assert list(rows(journaled(path))) == [0, 1, 2, 3, 4]
+    assert list(rows(recovered(path))) == [0, 1, 2, 3, 4]
     path.write_bytes(b"garbage, not a journal" * 10)
-    assert journaled(path).recovered == 0
+    assert recovered(path).recovered == 0
 
 
 def test_a_journal_of_another_layout_is_refused_with_the_fix(tmp_path: Path) -> None:
@@ -161,6 +170,38 @@ def test_a_journal_of_another_layout_is_refused_with_the_fix(tmp_path: Path) -> 
     table.close()
     with pytest.raises(JournalError, match="does not fit this table.*move it away"):
         journaled(path, obs_dim=8, action_dim=0)
+
+
+def test_a_journal_in_use_by_another_replica_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "journal"
+    table = journaled(path)
+    with pytest.raises(JournalError, match="in use by another replay process"):
+        journaled(path)
+    table.close()
+    recovered(path)  # free again once its replica is gone
+
+
+def test_a_commit_the_disk_refuses_is_not_acknowledged_nor_half_written(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal"
+    table = journaled(path, capacity=1000)
+    send(table, 5, 0)
+    whole = path.stat().st_size
+    # A real write error: files of this process may not grow past `whole` + 100 bytes.
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (whole + 100, limits[1]))
+    try:
+        with pytest.raises(StoreUnavailableError, match="journal cannot be written"):
+            send(table, 50, 5)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, previous)
+    assert table.stats().size == 5 and path.stat().st_size == whole
+    send(table, 2, 55)  # the disk has room again: appends go on after the whole records
+    table.close()
+    assert list(rows(recovered(path))) == [0, 1, 2, 3, 4, 55, 56]
 
 
 def test_an_unusable_journal_path_is_one_sentence(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ table's live state is written as one SNAPSHOT to ``PATH.tmp`` and moved over
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -109,14 +110,26 @@ class Journal:
         self.dropped_bytes = 0  # of a torn or corrupt tail found on reading
         self._file: BinaryIO | None = None
         self._broken: str = ""
+        self._compact_after = 0  # after a failed compaction: bytes to wait for before retrying
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "ab"):
                 pass
+            # Held while this process lives (the kernel drops it when the process dies,
+            # however it dies): two replicas appending to one file would garble it.
+            self._lock = open(self.path.with_name(self.path.name + ".lock"), "ab")  # noqa: SIM115
         except OSError as err:
             raise JournalError(
                 f"journal {self.path} cannot be opened for writing ({err.strerror or err}); "
                 "give a writable path, or an empty journal to run without one"
+            ) from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise JournalError(
+                f"journal {self.path} is in use by another replay process; give each replay "
+                "a journal of its own (or a Redis store to share one table)"
             ) from None
 
     # -- reading ---------------------------------------------------------------
@@ -216,7 +229,7 @@ class Journal:
     def should_compact(self, capacity: int) -> bool:
         """Whether the file holds about twice the capacity's worth of rows."""
         row = self.signature.transition_bytes if self.signature else 0
-        return self.nbytes > max(_MIN_COMPACT_BYTES, 2 * capacity * row)
+        return self.nbytes > max(_MIN_COMPACT_BYTES, 2 * capacity * row, self._compact_after)
 
     def compact(self, meta: dict[str, Any], body: Sequence[memoryview]) -> bool:
         """Replace the file by one SNAPSHOT record (meta, body) atomically; False (the
@@ -231,6 +244,8 @@ class Journal:
         except OSError as err:
             log.warning("journal %s not compacted (%s); it keeps growing", self.path, err)
             tmp.unlink(missing_ok=True)
+            # Not at every commit from now on: once the file has grown by as much again.
+            self._compact_after = 2 * self.nbytes
             return False
         if self._file is not None:
             self._file.close()
@@ -239,10 +254,11 @@ class Journal:
         return True
 
     def close(self) -> None:
-        """Close the append handle (everything is flushed already)."""
+        """Close the append handle (everything is flushed already) and the lock."""
         if self._file is not None:
             self._file.close()
             self._file = None
+        self._lock.close()
 
 
 def _write_record(

@@ -50,8 +50,12 @@ class JournaledTable(ReplayTable):
         super().__init__(store, sampler, limiter, **kwargs)
         self.store: MemoryStore = store
         self.journal = journal
-        self.recovered = self._recover()
-        journal.open_for_append()
+        try:
+            self.recovered = self._recover()
+            journal.open_for_append()
+        except BaseException:
+            journal.close()  # and its lock: the journal is free for a fixed config
+            raise
 
     def _store(
         self, chunks: list[Chunk], total: int, marks: SenderMarks, now: float | None = None
