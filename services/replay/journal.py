@@ -171,7 +171,7 @@ class Journal:
             if signature is None:
                 return None if int(meta["count"]) else Record(kind, meta, {}, None)
             columns = decode_body(signature, body, int(meta["count"]))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):  # valid CRC, not our JSON
             return None
         return Record(kind, meta, columns, signature)
 

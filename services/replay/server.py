@@ -343,10 +343,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         else "no ratio limit"
     )
     logger.info(
-        "serving on %s:%d (%s store, capacity %d, %s sampler, min_size_to_sample %d, %s)",
+        "serving on %s:%d (%s store%s, capacity %d, %s sampler, min_size_to_sample %d, %s)",
         cfg.host,
         port,
-        cfg.store_label + (f", journal {cfg.journal}" if cfg.journal else ""),
+        cfg.store_label,
+        f" journaled in {cfg.journal}" if cfg.journal else "",
         cfg.capacity,
         cfg.sampler,
         cfg.min_size_to_sample,
