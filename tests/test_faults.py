@@ -10,7 +10,9 @@ the surviving actor still in replay after the replay's restart.
 
 A second, shorter run keeps its replay in memory, journaled in the run
 directory: the replay is killed with SIGKILL and must come back with every
-transition it had acknowledged (``services.replay.journal``).
+transition it had acknowledged (``services.replay.journal``). That run also
+has a metrics port in its environment, which the launcher must keep from its
+services (they cannot share one port).
 
 The supervisor's own rules (backoff, the restart budget and the run ending
 when it is spent, records) are unit-tested in tests/test_supervisor.py;
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import free_port
 from redis_server import RedisServer
 
 from actorq.clients import ActorClient, ReplayClient
@@ -127,6 +130,9 @@ def test_a_memory_replay_killed_with_sigkill_comes_back_with_every_acknowledged_
 ) -> None:
     out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORQ_TOKEN")}
+    # A metrics port in the user's environment: four services cannot share one port, so
+    # the launcher turns metrics off in each (this run ending as planned shows it did).
+    env["ACTORQ_METRICS_PORT"] = str(free_port())
     cmd = [sys.executable, "-m", "commands.cli", "train", "--env", "CartPole-v1", "--quiet"]
     # One actor (the fewest processes); a budget the rate limit stretches past the restart.
     cmd += ["--actors", "1", "--max-env-steps", "8000", "--eval-episodes", "1", "--no-carbon"]
