@@ -24,6 +24,9 @@ is on (each commit then waits for the disk).
 Compaction: once the file holds about twice the capacity's worth of rows, the
 table's live state is written as one SNAPSHOT to ``PATH.tmp`` and moved over
 ``PATH`` with ``os.replace`` (atomic: a kill leaves the old file or the new).
+It runs under the table's lock, so it holds inserts and samples while it writes
+the table's bytes once (about 5 ms for a full 100k-transition CartPole table):
+twice the write volume in all, paid once per ``capacity`` transitions.
 """
 
 from __future__ import annotations
