@@ -58,9 +58,10 @@ class ReplayConfig:
     seed: int = opt(0, "seed of the sampler's random generator")
     store: str = opt(
         "memory",
-        "where transitions live: 'memory' (this process; lost when it stops unless journal is set) or a Redis "
-        "URL redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS): every bit of state in "
-        "Redis, so the replay can restart and several replicas serve one table",
+        "where transitions live: 'memory' (this process; lost when it stops unless "
+        "journal is set) or a Redis URL redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for "
+        "TLS): every bit of state in Redis, so the replay can restart and several replicas "
+        "serve one table",
     )
     journal: str = opt(
         "",
