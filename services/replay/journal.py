@@ -182,9 +182,14 @@ class Journal:
 
     def open_for_append(self) -> None:
         """Cut any torn tail found by ``records`` and open the file for appends."""
-        with open(self.path, "r+b") as f:
-            f.truncate(self.nbytes)
-        self._file = self._append_handle()
+        try:
+            with open(self.path, "r+b") as f:
+                f.truncate(self.nbytes)
+            self._file = self._append_handle()
+        except OSError as err:
+            raise JournalError(
+                f"journal {self.path} cannot be opened for appending ({err.strerror or err})"
+            ) from None
 
     def _append_handle(self) -> BinaryIO:
         # Held open across commits (one open per process, not per Insert); ``close`` ends it.
@@ -252,8 +257,13 @@ class Journal:
             return False
         if self._file is not None:
             self._file.close()
-        self._file = self._append_handle()
         self.nbytes = size
+        try:
+            self._file = self._append_handle()
+        except OSError as err:  # the snapshot is whole; only later appends are refused
+            self._file = None
+            self._broken = f"{self.path}: reopened after compaction: {err.strerror or err}"
+            log.error("journal %s is unusable: inserts fail until restart", self._broken)
         return True
 
     def close(self) -> None:
