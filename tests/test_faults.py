@@ -8,6 +8,12 @@ summary.json, the final evaluation of both precisions done, the learner
 resumed from its checkpoint, and every transition replay had acknowledged to
 the surviving actor still in replay after the replay's restart.
 
+A second, shorter run keeps its replay in memory, journaled in the run
+directory: the replay is killed with SIGKILL and must come back with every
+transition it had acknowledged (``services.replay.journal``). That run also
+has a metrics port in its environment, which the launcher must keep from its
+services (they cannot share one port).
+
 The supervisor's own rules (backoff, the restart budget and the run ending
 when it is spent, records) are unit-tested in tests/test_supervisor.py;
 `actorq bench faults` runs to the target with each service killed in turn.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +31,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import free_port
 from redis_server import RedisServer
 
 from actorq.clients import ActorClient, ReplayClient
@@ -115,3 +123,50 @@ def test_a_run_survives_kill_9_of_an_actor_the_quantizer_the_learner_and_the_rep
         if path.is_file():
             assert token not in path.read_text(errors="replace"), path
     assert token not in stderr
+
+
+def test_a_memory_replay_killed_with_sigkill_comes_back_with_every_acknowledged_transition(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORQ_TOKEN")}
+    # A metrics port in the user's environment: four services cannot share one port, so
+    # the launcher turns metrics off in each (this run ending as planned shows it did).
+    env["ACTORQ_METRICS_PORT"] = str(free_port())
+    cmd = [sys.executable, "-m", "commands.cli", "train", "--env", "CartPole-v1", "--quiet"]
+    # One actor (the fewest processes); a budget the rate limit stretches past the restart.
+    cmd += ["--actors", "1", "--max-env-steps", "8000", "--eval-episodes", "1", "--no-carbon"]
+    cmd += ["--out", str(out)]
+    run = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        run_config = out / "config.yaml"
+        wait_for("4 services", lambda: len(service_pids(run_config)) == 4)
+        wait_for("a served model", lambda: (last_metrics(out).get("model_version") or 0) > 0)
+        first = service_pids(run_config)
+        env = {**env, **token_env(first["replay"][0])}
+        replay_address = f"127.0.0.1:{first['replay'][1]}"
+        with channel(f"127.0.0.1:{first['actor-0'][1]}", env=env) as ch:
+            actor = ActorClient(ch).status()
+        os.kill(first["replay"][0], signal.SIGKILL)
+        wait_healthy(replay_address, 120)
+        with channel(replay_address, env=env) as ch:
+            kept = ReplayClient(ch).stats().inserted_by_actor[actor.actor_id]
+        _, stderr = run.communicate(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, stderr[-3000:]
+    assert actor.transitions_sent > 0
+    assert kept >= actor.transitions_sent
+    # What the restarted replay read back from its journal, before the actor resent.
+    log = (out / "logs" / "replay.log").read_text()
+    recovered = re.search(r"recovered (\d+) transitions", log)
+    assert recovered, log[-3000:]
+    assert int(recovered.group(1)) >= actor.transitions_sent
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stop_reason"] == "max_env_steps"
+    assert [(r["service"], r["signal"]) for r in summary["restarts"]] == [("replay", "SIGKILL")]
+    assert (out / "replay" / "journal").is_file()

@@ -66,3 +66,8 @@ def test_repeats_below_one_are_refused(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         _parse(["--repeats", "0"])
     assert "--repeats must be at least 1" in capsys.readouterr().err
+
+
+def test_the_memory_store_with_its_journal_is_a_store_to_compare() -> None:
+    args = _parse(["--store", "memory", "--store", "memory+journal"])
+    assert args.store == ["memory", "memory+journal"]

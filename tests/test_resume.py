@@ -29,11 +29,14 @@ def stopped_run(tmp_path: Path, store: str = "memory") -> Path:
                   "replay_store": store, "max_env_steps": 5000, "eval_episodes": 3},
         "learner": {"checkpoint_dir": "elsewhere/run/checkpoints", "batch_size": 64},
         "actor": {"epsilon_decay_steps": 1234},
+        "replay": {"journal": "elsewhere/run/replay/journal", "capacity": 5000},
     }  # fmt: skip
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     rows = [{"t_s": 10.0, "env_steps": 1500}, {"t_s": 20.5, "env_steps": 3100}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"t_s": 2')
     (run / "evals.jsonl").write_text(json.dumps({"t_s": 22.0, "env_steps": 3000}) + "\n")
+    (run / "replay").mkdir()
+    (run / "replay" / "journal").write_bytes(b"AQJ1")
     return run
 
 
@@ -61,6 +64,7 @@ def test_overwrite_removes_the_old_runs_results_and_says_so(
     start.check_out(run)
     start.clear(run)
     assert not (run / "checkpoints").exists() and not (run / "metrics.jsonl").exists()
+    assert not (run / "replay").exists()  # the memory replay's journal
     assert (run / "notes.txt").read_text() == "mine"
     assert "removed metrics.jsonl, evals.jsonl, checkpoints" in capsys.readouterr().err
 
@@ -75,6 +79,8 @@ def test_resume_takes_the_runs_settings_and_counters(tmp_path: Path) -> None:
     # The checkpoint is the run's own, wherever the command runs from now.
     assert settings["learner"] == {"checkpoint_dir": str(run / "checkpoints"), "batch_size": 64}
     assert settings["actor"] == {"epsilon_decay_steps": 1234}
+    # So is the memory replay's journal: the resumed replay reloads it.
+    assert settings["replay"] == {"journal": str(run / "replay" / "journal"), "capacity": 5000}
     assert "out" not in settings["train"] and settings["train"]["eval_episodes"] == 3
 
 

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 from redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,17 +92,6 @@ def test_short_run_writes_summary_metrics_and_config_and_leaves_no_process(tmp_p
     # The training episode return (what `actorq report` plots) and the exploration.
     last = json.loads(lines[-1])
     assert last["train_return"] > 0 and 0 < last["epsilon"] <= 1
-
-
-def test_a_metrics_port_in_the_users_environment_does_not_reach_the_services(
-    tmp_path: Path,
-) -> None:
-    """Five services cannot share one port: the launcher turns metrics off in each."""
-    env = {**os.environ, "ACTORQ_METRICS_PORT": str(free_port())}
-    out = tmp_path / "run"
-    res = train(out, "--env", "CartPole-v1", "--actors", "2", "--max-env-steps", "500", env=env)
-    assert res.returncode == 0, res.stderr
-    assert json.loads((out / "summary.json").read_text())["stop_reason"] == "max_env_steps"
 
 
 def test_unknown_env_is_refused_before_anything_starts(tmp_path: Path) -> None:

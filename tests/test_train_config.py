@@ -87,6 +87,7 @@ def test_every_service_config_is_built_with_the_launchers_settings(tmp_path: Pat
     run = resolve_run(TrainArgs(env="CartPole-v1", actors=3, max_env_steps=1000), tmp_path)
     assert run.learner.replay_address == f"127.0.0.1:{run.replay.port}"
     assert run.learner.checkpoint_dir == str(tmp_path / "checkpoints")
+    assert run.replay.journal == str(tmp_path / "replay" / "journal")  # a memory store
     assert [a.actor_index for a in run.actors] == [0, 1, 2]
     assert len({a.port for a in run.actors} | set(run.ports.values())) == 6
     assert all(a.max_env_steps == 334 and a.num_actors == 3 for a in run.actors)

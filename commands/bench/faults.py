@@ -5,10 +5,12 @@ service (``--service``, default all four) it runs one CartPole DQN training to
 ``--target-return`` and kills that service's process with SIGKILL mid-run: once
 a model is served (the learner: once its first checkpoint is written; it
 checkpoints every 2 s here). The launcher's supervisor must restart it and the
-run must still reach its target. With a Redis store and the replay killed, it
-also checks that no acknowledged transition was lost: what actor-0 had been
-told replay committed right before the kill, against what the restarted replay
-counts for it. Each run uses a table of its own in Redis, deleted afterwards.
+run must still reach its target. With the replay killed it also checks that
+no acknowledged transition was lost: what actor-0 had been told replay
+committed right before the kill, against what the restarted replay counts for
+it (a memory replay reloads its journal in the run directory; a Redis one
+finds its table in Redis). Each run uses a table of its own in Redis, deleted
+afterwards.
 
     actorq bench faults --store memory --store redis://127.0.0.1:6390/0
 
@@ -97,7 +99,7 @@ class FaultRun:
     time_to_target_s: float | None = None
     killed_at_s: float | None = None  # seconds after the launcher started
     restarts: list[dict[str, Any]] = field(default_factory=list)
-    # Redis store, replay killed: actor-0's acknowledged count before, replay's count after.
+    # Replay killed: actor-0's acknowledged count before, replay's count after.
     acked_before: int | None = None
     kept_after: int | None = None
     error: str = ""
@@ -136,7 +138,7 @@ def kill_mid_run(out: Path, fault: FaultRun, t0: float, timeout_s: float) -> Non
     pids = service_pids(config)
     env = {**os.environ, **token_env(pids["replay"][0])}
     replay_address = f"127.0.0.1:{pids['replay'][1]}"
-    check_loss = fault.service == "replay" and is_redis_url(fault.store)
+    check_loss = fault.service == "replay"
     if check_loss:
         with channel(f"127.0.0.1:{pids['actor-0'][1]}", env=env) as ch:
             before = ActorClient(ch).status()

@@ -21,6 +21,9 @@ JSON (``--json``).
     actorq bench replay --store memory --store redis://127.0.0.1:6390/0
 
 A Redis store gets a table of its own (``bench-<random>``), deleted afterwards.
+``--store memory+journal`` is the memory store with its write-ahead journal on
+(in a temporary folder; ``memory+journal+fsync`` with ``journal_fsync``): run
+it beside ``--store memory`` for what the journal costs.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ from actorq.rpc import channel
 from actorq.transitions import Transitions
 from commands import procs
 from services.replay.store import check_store, is_redis_url, redact_url
+
+# The memory store with its journal on, and the replay flags each takes.
+JOURNAL_STORES = {"memory+journal": (), "memory+journal+fsync": ("--journal-fsync", "true")}
 
 # Processes start with spawn: gRPC does not survive fork.
 _CTX = mp.get_context("spawn")
@@ -195,12 +201,17 @@ def _phase(
 def _start_replay(store: str, args: argparse.Namespace, log_dir: Path) -> tuple[Any, str]:
     """A replay service on store with the limiter off: (process, its table name)."""
     table = f"bench-{uuid.uuid4().hex[:8]}"
+    journal: tuple[str, ...] = ()
+    if store in JOURNAL_STORES:
+        journal = ("--journal", str(log_dir / f"journal-{table}"), *JOURNAL_STORES[store])
+        store = "memory"
     env = {"ACTORQ_STORE": store, "ACTORQ_LOG_LEVEL": "WARNING"}  # URL kept off the command line
     svc = procs.start(
         "replay",
         [
             *("--capacity", str(args.capacity), "--min-size-to-sample", "1"),
             *("--samples-per-insert", "0", "--sampler", args.sampler, "--table", table),
+            *journal,
         ],
         log_dir,
         env=env,
@@ -357,7 +368,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--store",
         action="append",
-        help="memory or redis://[:PASSWORD@]HOST:PORT/DB; repeat to compare (default: memory)",
+        help="memory, memory+journal[+fsync] or redis://[:PASSWORD@]HOST:PORT/DB; repeat to "
+        "compare (default: memory)",
     )
     p.add_argument("--sampler", default="uniform", choices=["uniform", "prioritized"])
     p.add_argument(
@@ -376,6 +388,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     args = p.parse_args(list(argv))
     args.store = args.store or ["memory"]
     for store in args.store:
+        if store in JOURNAL_STORES:
+            continue
         try:
             check_store(store)
         except ValueError as err:

@@ -25,6 +25,7 @@ from actorq.envs import env_info
 from commands import procs
 from commands.train.args import TrainArgs, deep_merge, default_config, read_overlay
 from commands.train.presets import preset_file, preset_for
+from commands.train.resume import REPLAY_JOURNAL
 from services.actor.config import ActorConfig
 from services.learner.config import LearnerConfig
 from services.quantizer.config import QuantizerConfig
@@ -152,9 +153,15 @@ def resolve_run(args: TrainArgs, out: Path) -> RunConfig:
     # The real store URL, which may hold a password, is checked here and written nowhere.
     # The env fixes the table's layout, so no first caller can choose another one.
     layout = env_info(args.env)
+    replay_own: dict[str, Any] = {}
+    # A memory replay journals its commits in the run directory, so one killed and
+    # restarted by the supervisor keeps every acknowledged transition.
+    if args.replay_store == "memory" and "journal" not in (merged.get("replay") or {}):
+        replay_own["journal"] = str(out / REPLAY_JOURNAL)
     replay = _build(
         ReplayConfig, "replay", merged, host=HOST, port=port["replay"], seed=args.seed,
         store=args.replay_store, obs_dim=layout.obs_dim, action_dim=layout.action_dim,
+        **replay_own,
     )  # fmt: skip
     quantizer = _build(QuantizerConfig, "quantizer", merged, host=HOST, port=port["quantizer"])
     learner_own: dict[str, Any] = {"host": HOST, "port": port["learner"], "algo": args.algo}

@@ -11,7 +11,7 @@ repeated command. ``--resume DIR`` continues a stopped run:
   line, so the budgets count the whole run; metrics.jsonl and evals.jsonl are
   appended to; policy/ keeps its best until an evaluation beats it;
 - a Redis replay store (``--replay-store``) is the same table again; a memory
-  store refills.
+  store reloads the run's journal (DIR/replay/journal) if there is one.
 
 ``--overwrite`` starts afresh in DIR and says what of the old run it removed.
 """
@@ -38,8 +38,12 @@ CONFIG_FILE = "config.yaml"
 # the run's settings are checked).
 RESUME_CONFIG = "resume-config.yaml"
 CHECKPOINTS = "checkpoints"
+# A memory replay's journal in the run directory (``services.replay.journal``).
+REPLAY_JOURNAL = Path("replay") / "journal"
 # What --overwrite removes of an earlier run (results, checkpoints, policies, energy).
-OLD_RUN = ("summary.json", "metrics.jsonl", "evals.jsonl", CHECKPOINTS, "carbon", "policy")
+OLD_RUN = (
+    "summary.json", "metrics.jsonl", "evals.jsonl", CHECKPOINTS, "carbon", "policy", "replay",
+)  # fmt: skip
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -149,6 +153,10 @@ def resumed_settings(
     # The run's own checkpoint folder, wherever the command is run from now.
     if learner.get("checkpoint_dir") in ("", None, str(Path(old_out) / CHECKPOINTS)):
         learner["checkpoint_dir"] = str(run_dir / CHECKPOINTS)
+    replay = settings.setdefault("replay", {})
+    # The run's own replay journal too: the resumed replay reloads its transitions.
+    if replay.get("journal") == str(Path(old_out) / REPLAY_JOURNAL):
+        replay["journal"] = str(run_dir / REPLAY_JOURNAL)
     if overlay_path:
         settings = deep_merge(settings, read_overlay(str(overlay_path)))
     return settings

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from actorq.config import ConfigError, opt
 from services.replay.rate_limiter import check_settings
@@ -56,9 +58,23 @@ class ReplayConfig:
     seed: int = opt(0, "seed of the sampler's random generator")
     store: str = opt(
         "memory",
-        "where transitions live: 'memory' (this process, lost when it stops) or a Redis "
-        "URL redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS): every bit of state in "
-        "Redis, so the replay can restart and several replicas serve one table",
+        "where transitions live: 'memory' (this process; lost when it stops unless "
+        "journal is set) or a Redis URL redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for "
+        "TLS): every bit of state in Redis, so the replay can restart and several replicas "
+        "serve one table",
+    )
+    journal: str = opt(
+        "",
+        "file where a memory store writes every committed Insert before acknowledging it, "
+        "and which it reloads on start: a replay killed or crashed loses no acknowledged "
+        "transition (a power loss may, unless journal_fsync). Compacted at about twice "
+        "the capacity's worth of rows. Empty: off (a memory table is lost with its "
+        "process); actorq train turns it on in the run directory",
+    )
+    journal_fsync: bool = opt(
+        False,
+        "fsync the journal after each commit, so acknowledged transitions survive a power "
+        "loss too; each Insert then waits for the disk",
     )
     sampler: str = opt(
         "uniform",
@@ -164,6 +180,7 @@ class ReplayConfig:
                 f"max_insert_transitions must be at least 1, got {self.max_insert_transitions}"
             )
         check_store(self.store)
+        self._check_journal()
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"sampler {self.sampler!r} unknown; available: {list(SAMPLERS)}")
         if not (math.isfinite(self.priority_exponent) and self.priority_exponent >= 0):
@@ -204,6 +221,28 @@ class ReplayConfig:
                 f"max_abs_reward must be a finite number > 0, got {self.max_abs_reward}"
             )
         self._check_signature()
+
+    def _check_journal(self) -> None:
+        """A journal only for a memory store, at a path this process could create."""
+        if not self.journal:
+            return
+        if self.store != "memory":
+            raise ConfigError(
+                f"journal {self.journal!r} is for a memory store; a Redis store keeps every "
+                "transition in Redis: leave journal empty"
+            )
+        path = Path(self.journal).absolute()
+        if path.is_dir():
+            raise ConfigError(f"journal {self.journal!r} is a directory; give a file path")
+        # The file, or the nearest folder above it that exists (the rest is created).
+        target = path if path.exists() else next(p for p in path.parents if p.exists())
+        if not (target == path or target.is_dir()):
+            raise ConfigError(f"journal {self.journal!r}: {target} is a file, not a folder")
+        if not os.access(target, os.W_OK):
+            raise ConfigError(
+                f"journal {self.journal!r} is not writable by this process ({target} is "
+                "not); give a writable path, or an empty journal to run without one"
+            )
 
     def _check_signature(self) -> None:
         """obs_dim and action_dim: both unset, or a layout a chunk could have."""

@@ -110,3 +110,11 @@ class SenderLog:
         self._marks.move_to_end(marks.actor_id)
         while len(self._marks) > self._max:
             self._marks.popitem(last=False)
+
+    def entries(self) -> list[tuple[str, int, int]]:
+        """(actor_id, session, last sequence) of every sender kept, least recent first."""
+        return [(actor_id, session, last) for actor_id, (session, last) in self._marks.items()]
+
+    def restore(self, actor_id: str, session: int, last: int) -> None:
+        """Take a mark back from a journal (as if its commit had just happened)."""
+        self.record(SenderMarks(actor_id, session, (last,)))

@@ -41,6 +41,7 @@ from services.replay.errors import (
 )
 from services.replay.factory import build_table
 from services.replay.intake import BufferFullError, InsertBudget, InsertIntake, InsertTooLargeError
+from services.replay.journal import JournalError
 from services.replay.sampler import PrioritiesNotSupportedError
 from services.replay.store import is_redis_url
 from services.replay.table import SampledBatch, Table
@@ -325,7 +326,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``actorq serve replay [--flags]``: serve until SIGTERM/SIGINT."""
     cfg = from_argv(ReplayConfig, argv, prog="actorq serve replay", section="replay")
     logger = logs.setup("replay")
-    server, health_servicer, table, port = build_server(cfg)
+    try:
+        server, health_servicer, table, port = build_server(cfg)
+    except JournalError as err:
+        raise SystemExit(f"actorq serve replay: {err}") from None
     watch: DependencyWatch | None = None
     if is_redis_url(cfg.store):
         _attach(table, logger)
@@ -339,10 +343,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         else "no ratio limit"
     )
     logger.info(
-        "serving on %s:%d (%s store, capacity %d, %s sampler, min_size_to_sample %d, %s)",
+        "serving on %s:%d (%s store%s, capacity %d, %s sampler, min_size_to_sample %d, %s)",
         cfg.host,
         port,
         cfg.store_label,
+        f" journaled in {cfg.journal}" if cfg.journal else "",
         cfg.capacity,
         cfg.sampler,
         cfg.min_size_to_sample,

@@ -240,6 +240,35 @@ class MemoryStore:
         # Fancy indexing copies, so the batch stays valid after the lock is released.
         return {name: arr[slots] for name, arr in self._arrays.items()}
 
+    def live_views(self) -> dict[str, list[np.ndarray]]:
+        """Each field's live rows, oldest first, as one or two views of the ring (no
+        copy: valid until the next add; the journal's snapshot writes them out)."""
+        if not self._size:
+            return {name: [] for name in self._arrays}
+        start = (self._end_key - self._size) % self.capacity
+        head = min(self._size, self.capacity - start)
+        return {
+            name: [arr[start : start + head], arr[: self._size - head]][: 1 + (head < self._size)]
+            for name, arr in self._arrays.items()
+        }
+
+    def restore(self, columns: Columns, end_key: int) -> None:
+        """Hold the newest <= capacity rows of columns, the last under key end_key - 1,
+        and nothing else (a journal's recovery). SignatureError if their layout is
+        not this store's."""
+        signature = Signature.of(columns)
+        if self._signature is not None and signature != self._signature:
+            raise SignatureError(
+                f"they hold {signature.describe()}, but this table stores "
+                f"{self._signature.describe()}"
+            )
+        n = int(columns["obs"].shape[0])
+        keep = min(n, self.capacity)
+        self._end_key, self._size = end_key - keep, 0
+        self._signature = signature
+        if keep:
+            self.add([{name: arr[n - keep :] for name, arr in columns.items()}])
+
 
 def check_store(store: str) -> None:
     """ConfigError unless store is 'memory' or a Redis URL redis-py can connect to."""

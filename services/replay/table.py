@@ -412,14 +412,18 @@ class ReplayTable(Table):
             if not fresh:
                 return Committed(self.store.size, 0, duplicates)
             stored = total - duplicates
-            self._store(fresh, stored, marks.actor_id)
+            self._store(fresh, stored, marks)
             self._senders.record(marks)
             self._cond.notify_all()
             return Committed(self.store.size, stored, duplicates)
 
-    def _store(self, chunks: list[Chunk], total: int, actor_id: str) -> None:
-        """Under the lock: add chunks (total transitions) to the store, sampler, limiter
-        and counters."""
+    def _store(
+        self, chunks: list[Chunk], total: int, marks: SenderMarks, now: float | None = None
+    ) -> None:
+        """Under the lock: add chunks (total transitions) of marks' sender, seen at now
+        (the clock's time by default), to the store, sampler, limiter and counters
+        (``journaled`` writes them down first)."""
+        actor_id = marks.actor_id
         oldest = self.store.end_key - self.store.size
         first_key, evicted = self.store.add([c.columns for c in chunks])
         self.limiter.insert(total)
@@ -432,7 +436,7 @@ class ReplayTable(Table):
         stats.evicted += evicted
         stats.insert_calls += 1
         stats.inserted_by_actor[actor_id] = stats.inserted_by_actor.get(actor_id, 0) + total
-        stats.actor_last_seen_unix[actor_id] = self._clock()
+        stats.actor_last_seen_unix[actor_id] = self._clock() if now is None else now
 
     def _draw(self, batch_size: int, count: int, patience: Patience) -> list[SampledBatch]:
         batches: list[SampledBatch] = []
