@@ -30,7 +30,7 @@ def actorq(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]
 
 def interrupted_run(out: Path) -> None:
     """Train until a policy is kept and the learner has trained, then Ctrl-C."""
-    cmd = [sys.executable, "-m", "commands.cli", "train", *FLAGS, "--max-env-steps", "0"]
+    cmd = [sys.executable, "-m", "commands.cli", "train", *FLAGS, "--max-env-steps", "none"]
     proc = subprocess.Popen(
         [*cmd, "--out", str(out)],
         cwd=ROOT,

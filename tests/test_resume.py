@@ -113,11 +113,11 @@ def test_resume_refuses_what_it_cannot_continue(
 
 def test_a_budget_the_run_already_used_up_is_refused(tmp_path: Path) -> None:
     start = Start(resume=tmp_path, env_steps=3100, elapsed_s=22.0)
-    check_budgets(start, 5000, 0)
+    check_budgets(start, 5000, None)
     with pytest.raises(ConfigError, match="already took 3,100 env steps"):
-        check_budgets(start, 3000, 0)
+        check_budgets(start, 3000, None)
     with pytest.raises(ConfigError, match="give a larger --max-seconds"):
-        check_budgets(start, 0, 20)
+        check_budgets(start, None, 20)
 
 
 def test_progress_of_a_run_that_recorded_nothing_is_zero(tmp_path: Path) -> None:

@@ -175,7 +175,7 @@ def test_int8_dqn_reaches_475_on_cartpole(
 def test_ctrl_c_stops_every_service_and_still_writes_the_summary(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "commands.cli", "train", "--env", "CartPole-v1", "--quiet"]
-    cmd += ["--max-env-steps", "0", "--out", str(out)]
+    cmd += ["--max-env-steps", "none", "--out", str(out)]
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -215,7 +215,7 @@ def test_services_go_away_when_the_launcher_is_killed(tmp_path: Path) -> None:
     """SIGKILL leaves the launcher no chance to clean up: the death signal must."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "commands.cli", "train", "--env", "CartPole-v1", "--quiet"]
-    cmd += ["--max-env-steps", "0", "--out", str(out)]
+    cmd += ["--max-env-steps", "none", "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(_pids_with_arg(str(out / "config.yaml"))) < 5:
