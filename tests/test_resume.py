@@ -26,7 +26,8 @@ def stopped_run(tmp_path: Path, store: str = "memory") -> Path:
     (run / "checkpoints" / "learner.pt").write_bytes(b"checkpoint")
     config = {
         "train": {"env": "CartPole-v1", "algo": "dqn", "out": "elsewhere/run", "config": None,
-                  "replay_store": store, "max_env_steps": 5000, "eval_episodes": 3},
+                  "replay_store": store, "max_env_steps": 5000, "eval_episodes": 3,
+                  "max_seconds": 0},  # how runs said "none" before 0 was refused
         "learner": {"checkpoint_dir": "elsewhere/run/checkpoints", "batch_size": 64},
         "actor": {"epsilon_decay_steps": 1234},
     }  # fmt: skip
@@ -76,6 +77,7 @@ def test_resume_takes_the_runs_settings_and_counters(tmp_path: Path) -> None:
     assert settings["learner"] == {"checkpoint_dir": str(run / "checkpoints"), "batch_size": 64}
     assert settings["actor"] == {"epsilon_decay_steps": 1234}
     assert "out" not in settings["train"] and settings["train"]["eval_episodes"] == 3
+    assert settings["train"]["max_seconds"] is None
 
 
 def test_resume_lays_a_new_config_file_over_the_runs_settings(tmp_path: Path) -> None:
