@@ -23,6 +23,8 @@ FILES = {
 }
 FLAGS = ["--env", "CartPole-v1", "--precision", "int8", "--actors", "1", "--eval-episodes", "3"]
 FLAGS += ["--eval-every-s", "2", "--no-carbon", "--quiet"]
+# The interrupted run has no budget: Ctrl-C ends it.
+NO_BUDGET = ["--max-env-steps", "none"]
 # What the resumed run trains to: greedy CartPole return over --eval-episodes 3.
 TARGET = 100
 
@@ -42,7 +44,7 @@ def _pid_alive(pid: int) -> bool:
 
 def interrupted_run(out: Path) -> None:
     """Train until a policy is kept and the learner has trained, then Ctrl-C."""
-    cmd = [sys.executable, "-m", "commands.cli", "train", *FLAGS, "--max-env-steps", "none"]
+    cmd = [sys.executable, "-m", "commands.cli", "train", *FLAGS, *NO_BUDGET]
     proc = subprocess.Popen(
         [*cmd, "--out", str(out)],
         cwd=ROOT,
@@ -93,7 +95,7 @@ def test_a_run_keeps_its_policy_resumes_to_the_target_and_exports(tmp_path: Path
     steps_before = json.loads(metrics_before[-1])["env_steps"]
 
     # The same command again is refused, and the checkpoint is untouched.
-    refused = actorq("train", *FLAGS, "--out", str(out), timeout=60)
+    refused = actorq("train", *FLAGS, *NO_BUDGET, "--out", str(out), timeout=60)
     assert refused.returncode == 2
     assert "--resume" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     assert (out / "checkpoints" / "learner.pt").read_bytes() == checkpoint
