@@ -226,6 +226,10 @@ class ProcessCarbon:
             from codecarbon import OfflineEmissionsTracker
             from codecarbon.output_methods.base_output import OutputMethod
 
+            # codecarbon's start-up warnings (unknown CPU, no RAPL, multiple instances)
+            # would open every service log; what they say is in the record (power_method,
+            # generic_tdp). Its errors still show. Set before the tracker's first line.
+            logging.getLogger("codecarbon").setLevel(logging.ERROR)
             tracker = OfflineEmissionsTracker(
                 project_name="actorq",
                 experiment_name=self.settings.label,
@@ -235,7 +239,7 @@ class ProcessCarbon:
                 output_file=csv_name(self.settings.label),
                 output_methods=[OutputMethod.CSV],
                 measure_power_secs=self.settings.interval_s,
-                log_level="warning",
+                log_level="error",
                 # Each service is its own process with its own tracker.
                 allow_multiple_runs=True,
             )

@@ -151,6 +151,10 @@ def start(
             stdin=subprocess.DEVNULL,
             env=full_env,
             cwd=cwd,
+            # A process group of its own: a terminal's Ctrl-C reaches the launcher
+            # alone, which stops the services in order (actors first, so they flush
+            # while replay is up) instead of all at once.
+            process_group=0,
         )
     return ServiceProcess(label, f"{host}:{port}", port, proc, log_path)
 

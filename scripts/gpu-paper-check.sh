@@ -96,7 +96,7 @@ for precision in fp32 int8; do
   log "training $precision: $actors actors, learner on cuda, <= ${seconds}s"
   "$py" -m commands.cli train --env CartPole-v1 --algo dqn --precision "$precision" \
     --actors "$actors" --learner-device cuda --target-return 195 --eval-episodes 10 \
-    --max-env-steps 0 --max-seconds "$seconds" --config "$out/config.yaml" --quiet $carbon \
+    --max-env-steps none --max-seconds "$seconds" --config "$out/config.yaml" --quiet $carbon \
     --out "$out/$precision" 2>&1 | tee -a "$out/check.log" || status=1
 done
 

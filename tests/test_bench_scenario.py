@@ -122,6 +122,11 @@ def test_train_command_carries_the_scenarios_flags_and_the_runs_own(tmp_path: Pa
     assert pairs["--carbon-country"] == "FRA"
     assert pairs["--config"] == str(tmp_path / "c.yaml")
     assert flags[-1] == "--quiet"
+    # A null budget in a scenario is the flag's "none", not `actorq train`'s default.
+    paper = scenario.train_command(
+        scenario.load_scenario("paper-cartpole-dqn"), run, None, "FRA", False
+    )
+    assert paper[paper.index("--max-env-steps") + 1] == "none"
 
 
 def test_scenario_with_an_unknown_key_is_refused_naming_it(tmp_path: Path) -> None:

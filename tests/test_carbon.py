@@ -205,6 +205,19 @@ def test_run_summary_says_how_power_was_obtained(tracked_run: tuple[Path, dict[s
     assert ("ESTIMATED" in info["power"]) == (not info["measured"])
 
 
+def test_service_logs_hold_no_codecarbon_start_up_warnings_and_a_normal_stop_no_error(
+    tracked_run: tuple[Path, dict[str, Any]],
+) -> None:
+    """codecarbon's banner (unknown CPU, no RAPL, multiple instances) says what the
+    record says; a service's log starts with the service, and a budget stop is clean."""
+    out, _ = tracked_run
+    for name in SERVICES:
+        text = (out / "logs" / f"{name}.log").read_text()
+        assert "[codecarbon" not in text, (name, text[:2000])
+        assert " ERROR " not in text and "Traceback" not in text, (name, text[-3000:])
+        assert "carbon: " in text  # its own record line is still there
+
+
 def test_run_whose_trackers_fail_finishes_and_says_carbon_is_unavailable(tmp_path: Path) -> None:
     out = tmp_path / "run"
     res = train(out, env={carbon.ENV_FAIL: "start"})

@@ -1,10 +1,12 @@
-"""The trained policy end to end: Ctrl-C a short CartPole int8 run, find its policies,
-refuse the same command without --resume, resume it to its budget, then eval and export
-what it kept and run the README's snippet on the export. Real processes throughout."""
+"""The trained policy end to end: Ctrl-C a short CartPole int8 run as a terminal does
+(the whole foreground process group), find its policies and its summary so far, refuse
+the same command without --resume, resume it to a target, then eval and export what it
+kept and run the README's snippet on the export. Real processes throughout."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -21,6 +23,10 @@ FILES = {
 }
 FLAGS = ["--env", "CartPole-v1", "--precision", "int8", "--actors", "1", "--eval-episodes", "3"]
 FLAGS += ["--eval-every-s", "2", "--no-carbon", "--quiet"]
+# The interrupted run has no budget: Ctrl-C ends it.
+NO_BUDGET = ["--max-env-steps", "none"]
+# What the resumed run trains to: greedy CartPole return over --eval-episodes 3.
+TARGET = 100
 
 
 def actorq(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -28,15 +34,24 @@ def actorq(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def interrupted_run(out: Path) -> None:
     """Train until a policy is kept and the learner has trained, then Ctrl-C."""
-    cmd = [sys.executable, "-m", "commands.cli", "train", *FLAGS, "--max-env-steps", "0"]
+    cmd = [sys.executable, "-m", "commands.cli", "train", *FLAGS, *NO_BUDGET]
     proc = subprocess.Popen(
         [*cmd, "--out", str(out)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # a foreground process group of its own, as in a terminal
     )
     deadline = time.monotonic() + 120
     metrics = out / "metrics.jsonl"
@@ -50,41 +65,59 @@ def interrupted_run(out: Path) -> None:
     else:
         proc.kill()
         pytest.fail(f"no policy kept in time: {proc.communicate()[1][-2000:]}")
-    proc.send_signal(signal.SIGINT)
+    # A terminal's Ctrl-C goes to the whole foreground group: the launcher must be the
+    # only one there, so that it stops the services in order.
+    os.killpg(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 1, stderr
 
 
-def test_a_run_keeps_its_policy_resumes_and_exports(tmp_path: Path) -> None:
+def clean_logs(out: Path) -> None:
+    """Every service was stopped by the launcher (SIGTERM, in order), none logged an error."""
+    for log in (out / "logs").glob("*.log"):
+        text = log.read_text()
+        assert "received SIGINT" not in text and "received SIGTERM" in text, log.name
+        assert " ERROR " not in text and "Traceback" not in text, (log.name, text[-3000:])
+
+
+def test_a_run_keeps_its_policy_resumes_to_the_target_and_exports(tmp_path: Path) -> None:
     out = tmp_path / "run"
     interrupted_run(out)
     assert {p.name for p in (out / "policy").iterdir()} == FILES
     stopped = json.loads((out / "summary.json").read_text())
     assert stopped["stop_reason"] == "interrupted" and stopped["env_steps"] >= 500
     assert stopped["learner_steps"] > 0 and stopped["eval_detail"]["history"]
+    assert set(stopped["pids"]) == {"replay", "quantizer", "learner", "actor-0"}
+    assert not [name for name, pid in stopped["pids"].items() if _pid_alive(pid)]
+    clean_logs(out)
     checkpoint = (out / "checkpoints" / "learner.pt").read_bytes()
     metrics_before = (out / "metrics.jsonl").read_text().splitlines()
     steps_before = json.loads(metrics_before[-1])["env_steps"]
 
     # The same command again is refused, and the checkpoint is untouched.
-    refused = actorq("train", *FLAGS, "--out", str(out), timeout=60)
+    refused = actorq("train", *FLAGS, *NO_BUDGET, "--out", str(out), timeout=60)
     assert refused.returncode == 2
     assert "--resume" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     assert (out / "checkpoints" / "learner.pt").read_bytes() == checkpoint
 
-    # --resume continues: learner steps from the checkpoint, env steps from the counter.
-    # A memory replay starts empty: enough new steps to refill it (min_size_to_sample
-    # 1000) and train on.
-    budget = steps_before + 2500
-    res = actorq("train", "--resume", str(out), "--max-env-steps", str(budget), "--quiet")
+    # --resume continues to a target: learner steps from the checkpoint, env steps from
+    # the counter. A memory replay starts empty and refills (min_size_to_sample 1000).
+    budget = steps_before + 40_000  # a bound on a stuck run; the target ends it first
+    res = actorq(
+        "train", "--resume", str(out), *("--target-return", str(TARGET)),
+        *("--max-env-steps", str(budget)), "--quiet",
+    )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     resumed = re.search(
         r"resumed from .* at step (\d+)", (out / "logs" / "learner.log").read_text()
     )
     assert resumed and int(resumed.group(1)) > 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["stop_reason"] == "max_env_steps" and summary["env_steps"] >= budget
+    assert summary["stop_reason"] == "target_reached", summary["eval_detail"]["history"][-5:]
+    reached = summary["eval_detail"]["target_eval"]
+    assert reached["mean_return"] >= TARGET and reached["env_steps"] >= steps_before
     assert summary["learner_steps"] > int(resumed.group(1))
+    clean_logs(out)
     metrics = (out / "metrics.jsonl").read_text().splitlines()
     assert metrics[: len(metrics_before)] == metrics_before  # appended, not rewritten
     assert json.loads(metrics[len(metrics_before)])["env_steps"] >= steps_before

@@ -65,9 +65,29 @@ def test_a_bad_value_names_the_setting_and_the_value(
     assert "replay refuses its settings" in err and "min_size_to_sample 10" in err
 
 
-def test_a_negative_budget_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    err = refused(["--max-env-steps", "-5"], tmp_path / "run", capsys)
-    assert "--max-env-steps -5" in err
+@pytest.mark.parametrize(
+    ("flag", "value", "way_out"),
+    [
+        ("--max-env-steps", "0", "give --max-env-steps none"),
+        ("--max-env-steps", "-5", "give --max-env-steps none"),
+        ("--max-seconds", "0", "leave it out"),
+        ("--max-seconds", "-1.5", "leave it out"),
+    ],
+)
+def test_a_budget_of_zero_or_less_is_refused_naming_the_way_out(
+    flag: str, value: str, way_out: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = refused([flag, value], tmp_path / "run", capsys)
+    assert f"{flag} {value}: must be > 0" in err and way_out in err
+
+
+def test_a_bad_train_value_names_the_flag_the_value_and_what_is_allowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = refused(
+        ["--config", config(tmp_path, {"train": {"actors": "two"}})], tmp_path / "run", capsys
+    )
+    assert "actors" in err and "'two'" in err and "int" in err
 
 
 def test_a_missing_config_file_is_refused(

@@ -73,7 +73,7 @@ def test_the_live_view_fits_80_columns_and_shows_every_field() -> None:
 
 
 def test_the_live_view_stays_in_80_columns_with_huge_numbers_and_a_service_down() -> None:
-    args = TrainArgs(env="CartPole-v1", max_env_steps=0, max_seconds=3600)
+    args = TrainArgs(env="CartPole-v1", max_env_steps=None, max_seconds=3600)
     huge = row(
         env_steps=12_345_678_901,
         env_steps_per_s=98_765_432.0,
@@ -119,14 +119,14 @@ def test_the_eta_follows_the_target_when_the_evaluations_get_there_first() -> No
 
 
 def test_the_budget_eta_wins_when_it_ends_the_run_sooner() -> None:
-    args = TrainArgs(env="CartPole-v1", target_return=475, max_env_steps=0, max_seconds=60)
+    args = TrainArgs(env="CartPole-v1", target_return=475, max_env_steps=None, max_seconds=60)
     evals = [evaluation(20.0, 100.0), evaluation(40.0, 110.0)]  # 0.5/s: far from 475
     _, text = eta(args, row(), 50.0, evals)
     assert text == "0:10 to budget"
 
 
 def test_no_target_eta_from_one_evaluation_a_falling_return_or_another_precision() -> None:
-    args = TrainArgs(env="CartPole-v1", target_return=475, max_env_steps=0)
+    args = TrainArgs(env="CartPole-v1", target_return=475, max_env_steps=None)
     assert target_eta(args, [evaluation(20.0, 100.0)], 30.0) is None
     assert target_eta(args, [evaluation(20.0, 100.0), evaluation(40.0, 90.0)], 50.0) is None
     fp32 = [evaluation(20.0, 100.0, "fp32"), evaluation(40.0, 200.0, "fp32")]

@@ -11,6 +11,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -173,6 +174,28 @@ def test_a_bare_ctrl_c_summary_reports_from_metrics_and_draws_no_breakdown(
     assert set(rep["plots"]) == {"loss", "throughput"}
     assert rep["figures"]["learner_steps"] == 375
     assert any("holds no measurements (stop reason: interrupted)" in n for n in rep["notes"])
+
+
+def test_a_run_stopped_after_one_poll_draws_its_single_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A series of one point is a dot: a line alone would leave the plot empty."""
+    import matplotlib.pyplot as plt
+
+    run = tmp_path / "run"
+    write_config(run, tmp_path)
+    write_metrics(run, [(1.0, 500, True)])
+    row = json.loads((run / METRICS_FILE).read_text())
+    (run / METRICS_FILE).write_text(json.dumps({**row, "train_return": 21.5}) + "\n")
+    one = read_one_run(run)
+    drawn: list[Any] = []
+    monkeypatch.setattr(plt, "close", drawn.append)  # keep each figure to look at
+    for stem in ("return", "loss", "throughput"):
+        assert not isinstance(PLOTTERS[stem][1](one, run), str), stem
+        series = [
+            ln for ax in drawn.pop().axes for ln in ax.get_lines() if len(ln.get_xdata()) == 1
+        ]
+        assert series and all(ln.get_marker() not in ("None", "", None) for ln in series), stem
 
 
 def test_the_breakdown_has_no_bar_for_a_figure_that_was_not_measured(reported_run: Path) -> None:

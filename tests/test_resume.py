@@ -26,7 +26,8 @@ def stopped_run(tmp_path: Path, store: str = "memory") -> Path:
     (run / "checkpoints" / "learner.pt").write_bytes(b"checkpoint")
     config = {
         "train": {"env": "CartPole-v1", "algo": "dqn", "out": "elsewhere/run", "config": None,
-                  "replay_store": store, "max_env_steps": 5000, "eval_episodes": 3},
+                  "replay_store": store, "max_env_steps": 5000, "eval_episodes": 3,
+                  "max_seconds": 0},  # how runs said "none" before 0 was refused
         "learner": {"checkpoint_dir": "elsewhere/run/checkpoints", "batch_size": 64},
         "actor": {"epsilon_decay_steps": 1234},
         "replay": {"journal": "elsewhere/run/replay/journal", "capacity": 5000},
@@ -82,6 +83,7 @@ def test_resume_takes_the_runs_settings_and_counters(tmp_path: Path) -> None:
     # So is the memory replay's journal: the resumed replay reloads it.
     assert settings["replay"] == {"journal": str(run / "replay" / "journal"), "capacity": 5000}
     assert "out" not in settings["train"] and settings["train"]["eval_episodes"] == 3
+    assert settings["train"]["max_seconds"] is None
 
 
 def test_resume_lays_a_new_config_file_over_the_runs_settings(tmp_path: Path) -> None:
@@ -119,11 +121,11 @@ def test_resume_refuses_what_it_cannot_continue(
 
 def test_a_budget_the_run_already_used_up_is_refused(tmp_path: Path) -> None:
     start = Start(resume=tmp_path, env_steps=3100, elapsed_s=22.0)
-    check_budgets(start, 5000, 0)
+    check_budgets(start, 5000, None)
     with pytest.raises(ConfigError, match="already took 3,100 env steps"):
-        check_budgets(start, 3000, 0)
+        check_budgets(start, 3000, None)
     with pytest.raises(ConfigError, match="give a larger --max-seconds"):
-        check_budgets(start, 0, 20)
+        check_budgets(start, None, 20)
 
 
 def test_progress_of_a_run_that_recorded_nothing_is_zero(tmp_path: Path) -> None:

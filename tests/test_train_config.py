@@ -66,6 +66,14 @@ def test_a_bad_value_is_refused_naming_the_flag() -> None:
         parse_args(["--env", "CartPole-v1", "--eval-episodes", "0"])
 
 
+def test_no_budget_is_none_from_a_flag_or_a_null_in_the_config(tmp_path: Path) -> None:
+    """0 is refused (preflight); "none" or a null says no budget, not the default."""
+    assert parse_args(["--env", "CartPole-v1"]).max_seconds is None
+    assert parse_args(["--env", "CartPole-v1", "--max-env-steps", "none"]).max_env_steps is None
+    path = overlay(tmp_path / "run.yaml", {"train": {"env": "CartPole-v1", "max_env_steps": None}})
+    assert parse_args(["--config", path]).max_env_steps is None
+
+
 def test_an_unknown_key_in_a_service_section_is_refused_naming_file_and_key(
     tmp_path: Path,
 ) -> None:

@@ -161,12 +161,11 @@ def train_command(
     """The `actorq train` command line of one run."""
     cmd = [sys.executable, "-m", "commands.cli", "train"]
     for key, value in scenario.train.items():
-        if value is None:
-            continue
         if key in SWITCHES:  # a flag without a value, given when it says what the scenario asks
             cmd += [flag(key)] if value == SWITCHES[key][1] else []
             continue
-        cmd += [flag(key), str(value)]
+        # null in the scenario: the flag's "none" (e.g. no env-step budget), not its default.
+        cmd += [flag(key), "none" if value is None else str(value)]
     cmd += ["--precision", run.precision, "--seed", str(run.seed), "--out", str(run.out)]
     cmd += ["--carbon-country", carbon_country]
     if config_path is not None:

@@ -33,6 +33,12 @@ class Figure:
         return [f"{self.stem}.png", f"{self.stem}.svg"]
 
 
+def _lone(points: Sequence[Any]) -> dict[str, Any]:
+    """A marker for a series of one point, which a line alone would not draw (a run
+    stopped after its first poll)."""
+    return {"marker": "o", "markersize": 3} if len(points) == 1 else {}
+
+
 def _save(fig: Any, out: Path, stem: str, what: str, run: OneRun, bottom: float = 0.0) -> Figure:
     """Title the figure with what it shows and the run's settings; write PNG and SVG.
     ``bottom``: the share of the figure's height kept free below the axes (a legend)."""
@@ -79,6 +85,7 @@ def plot_return(run: OneRun, out: Path) -> Figure | str:
                 [r.train_return for r in train],
                 color="0.55",
                 linewidth=1,
+                **_lone(train),
                 label="training episodes (actors' recent mean, exploring)",
             )
         for precision in precisions:
@@ -137,7 +144,8 @@ def plot_loss(run: OneRun, out: Path) -> Figure | str:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.8))
     losses = [float(r.loss or 0.0) for r in rows]
-    ax.plot([r.learner_steps for r in rows], losses, color=COLORS["fp32"], linewidth=1.2)
+    steps = [r.learner_steps for r in rows]
+    ax.plot(steps, losses, color=COLORS["fp32"], linewidth=1.2, **_lone(rows))
     if min(losses) > 0 and max(losses) > LOG_SPAN * min(losses):
         ax.set_yscale("log")
     ax.set_xlabel("learner update steps")
@@ -164,7 +172,8 @@ def plot_throughput(run: OneRun, out: Path) -> Figure | str:
     axes = [axes] if len(panels) == 1 else list(axes)
     for ax, (name, unit, points) in zip(axes, panels, strict=True):
         color = COLORS["int8"] if name.startswith("env") else COLORS["fp32"]
-        ax.plot([t for t, _ in points], [v for _, v in points], color=color, linewidth=1.2)
+        xs, ys = [t for t, _ in points], [v for _, v in points]
+        ax.plot(xs, ys, color=color, linewidth=1.2, **_lone(points))
         values = sorted(v for _, v in points)
         mid = values[len(values) // 2]
         ax.axhline(mid, color=color, linestyle="--", linewidth=1, label=f"median {mid:,.1f}")

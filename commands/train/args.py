@@ -38,8 +38,10 @@ class TrainArgs:
     precision: str = opt("int8", "precision the actors run")
     actors: int = opt(2, "number of actor processes")
     seed: int = opt(0, "run seed (network init, replay sampling, actors' envs and exploration)")
-    max_env_steps: int = opt(100_000, "budget over all actors (0: none)")
-    max_seconds: float = opt(0.0, "wall-clock budget (0: none)")
+    max_env_steps: int | None = opt(
+        100_000, "env-step budget over all actors (none: no env-step budget)"
+    )
+    max_seconds: float | None = opt(None, "wall-clock budget in seconds (default: none)")
     target_return: float | None = opt(None, "stop when a greedy evaluation's mean reaches it")
     sustain: int = opt(
         1, "stop only when the last K full greedy evaluations all reach the target (1: the first)"
@@ -95,7 +97,17 @@ class TrainArgs:
             )
         if self.eval_episodes < 1:
             raise ConfigError(f"--eval-episodes {self.eval_episodes}: need at least one episode")
-        for name in ("max_env_steps", "max_seconds", "stall_timeout_s", "max_restarts"):
+        if self.max_env_steps is not None and self.max_env_steps <= 0:
+            raise ConfigError(
+                f"--max-env-steps {self.max_env_steps}: must be > 0; for no env-step budget "
+                "give --max-env-steps none"
+            )
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ConfigError(
+                f"--max-seconds {self.max_seconds:g}: must be > 0 seconds; for no wall-clock "
+                "budget leave it out"
+            )
+        for name in ("stall_timeout_s", "max_restarts"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{flag(name)} {getattr(self, name)}: must be >= 0 (0: none)")
         if not 0 < self.eval_cpu_share <= 1:
@@ -200,7 +212,9 @@ def train_section(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     section = data.get("train") or {}
     if not isinstance(section, Mapping):
         raise ConfigError(f"{where}: section 'train' must be a mapping of settings")
-    values = {str(k).replace("-", "_"): v for k, v in section.items()}
+    # An explicit null is a setting too ("no budget"), not an absent one: the loader
+    # reads "none" as None for the fields that may be None and refuses it elsewhere.
+    values = {str(k).replace("-", "_"): "none" if v is None else v for k, v in section.items()}
     unknown = [k for k in values if k not in FIELDS]
     if unknown:
         raise ConfigError(

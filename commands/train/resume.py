@@ -149,6 +149,9 @@ def resumed_settings(
     train = settings.setdefault("train", {})
     old_out = train.pop("out", "")
     train.pop("config", None)
+    for budget in ("max_env_steps", "max_seconds"):
+        if train.get(budget) == 0:  # how runs saved before 0 was refused said "none"
+            train[budget] = None
     learner = settings.setdefault("learner", {})
     # The run's own checkpoint folder, wherever the command is run from now.
     if learner.get("checkpoint_dir") in ("", None, str(Path(old_out) / CHECKPOINTS)):
@@ -190,7 +193,7 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def check_budgets(start: Start, max_env_steps: int, max_seconds: float) -> None:
+def check_budgets(start: Start, max_env_steps: int | None, max_seconds: float | None) -> None:
     """ConfigError when the resumed run has already used a budget up."""
     if start.resume is None:
         return

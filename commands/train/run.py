@@ -171,11 +171,13 @@ class Run(Watch):
         return reason, f"stopping: {reason}; its log ends:\n{ends}{self.logs_hint}"
 
     def stop_serving(self) -> None:
-        """Stop every process: actors first, so their final flush still finds replay up."""
+        """Stop every process: actors first, so their final flush still finds replay up,
+        then the learner (its last priorities and weights still find replay and the
+        quantizer), then the rest."""
         self.supervisor.stop()
-        actors = [s for s in self.processes if s.name in self.actors]
-        procs.stop_all(actors)
-        procs.stop_all([s for s in self.processes if s not in actors])
+        for stage in (set(self.actors), {"learner"}):
+            procs.stop_all([s for s in self.processes if s.name in stage])
+        procs.stop_all([s for s in self.processes if s.name not in {*self.actors, "learner"}])
         self.token.remove()
 
     def account(self, summary: RunSummary) -> RunSummary:
