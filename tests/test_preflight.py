@@ -7,10 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 import yaml
 from conftest import free_port
+from redis_server import RedisServer
 
-from commands.train import run
+from commands.train import preflight, run
 
 BASE = ["--env", "CartPole-v1", "--quiet", "--no-carbon"]
 
@@ -127,3 +129,17 @@ def test_an_unreachable_redis_store_is_refused(
     store = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
     err = refused(["--replay-store", store], tmp_path / "run", capsys)
     assert "no Redis answered a PING" in err and "hunter2" not in err
+
+
+def test_a_redis_table_holding_another_runs_transitions_is_refused_and_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fresh run would silently learn from an old run's table; nothing is deleted."""
+    with RedisServer.start(tmp_path / "redis") as server:
+        client = redis.Redis.from_url(server.url)
+        client.hset("actorq:{replay}:state", mapping={"end_key": 1200, "size": 1000})
+        err = refused(["--replay-store", server.url], tmp_path / "run", capsys)
+        assert "table 'replay' already holds 1,200 transitions" in err
+        assert "--resume" in err and "another table" in err
+        assert client.hget("actorq:{replay}:state", "end_key") == b"1200"
+        preflight.check_fresh_table(server.url, "fresh")  # another table of that Redis is fine

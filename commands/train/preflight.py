@@ -78,6 +78,37 @@ def check_replay_store(store: str, timeout_s: float = PING_TIMEOUT_S) -> None:
             client.close()
 
 
+def check_fresh_table(store: str, table: str, timeout_s: float = PING_TIMEOUT_S) -> None:
+    """ConfigError when a fresh run's Redis table already holds another run's transitions
+    (a new run would silently learn from them; nothing is deleted for the user)."""
+    if not is_redis_url(store):
+        return
+    import redis
+
+    from services.replay.redis_table import key_prefix
+
+    shown = redact_url(store)
+    client = redis.Redis.from_url(store, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        end_key = client.hget(f"{key_prefix(table)}state", "end_key")
+    except redis.exceptions.RedisError as err:
+        reason = str(err).replace(store, shown)
+        raise ConfigError(
+            f"--replay-store {shown}: could not read table {table!r} ({reason}); "
+            "check that Redis is up and the URL's password"
+        ) from None
+    finally:
+        with contextlib.suppress(redis.exceptions.RedisError):
+            client.close()
+    if end_key is not None and int(end_key) > 0:
+        raise ConfigError(
+            f"--replay-store {shown}: table {table!r} already holds {int(end_key):,} "
+            "transitions of another run; continue that run with --resume DIR, name another "
+            "table (replay: {table: NAME} in --config), or delete its keys "
+            f"actorq:{{{table}}}:* yourself"
+        )
+
+
 def check(args: TrainArgs, out: Path) -> None:
     """Every launcher-side check, cheapest first."""
     check_out_writable(out)

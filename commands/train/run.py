@@ -228,6 +228,8 @@ def prepare(args: TrainArgs, start: Start | None = None) -> tuple[RunConfig, Pat
         args.carbon_country = carbon.check_country(args.carbon_country)
     preflight.check(args, out)
     plan = resolve_run(args, out)
+    if start.resume is None:  # a resumed run continues its own table
+        preflight.check_fresh_table(plan.replay.store, plan.replay.table)
     start.clear(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(plan.file(), sort_keys=False))
