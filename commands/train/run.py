@@ -129,8 +129,10 @@ class Run(Watch):
         self.evaluator.start()
         self.supervisor.start()
         stepping = self.wait_stepping(timeout)
-        pids = [s.pid for s in self.processes] + [os.getpid()]
-        self.state.startup_cpu_s = round(sum(cpu_seconds(p, True) or 0.0 for p in pids), 2)
+        pids = {s.name: s.pid for s in self.processes} | {"launcher": os.getpid()}
+        cpu = {name: cpu_seconds(pid, True) or 0.0 for name, pid in pids.items()}
+        self.state.startup_cpu = {name: round(s, 2) for name, s in cpu.items()}
+        self.state.startup_cpu_s = round(sum(cpu.values()), 2)
         self.progress.note(
             f"all {len(self.processes)} services healthy after {self.state.healthy_s:.1f}s, "
             f"actors stepping after {stepping:.1f}s"
