@@ -206,6 +206,9 @@ def start_in_turn(
             except RuntimeError as err:
                 healthy.put((svc, err))
                 return
+            except Exception as err:  # anything else too: the starter waits on this answer
+                healthy.put((svc, RuntimeError(f"{svc.name}: waiting for health failed: {err}")))
+                return
             healthy.put((svc, None))
 
         threading.Thread(target=wait, name=f"start-{svc.name}", daemon=True).start()
