@@ -20,11 +20,12 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
+# prometheus_client is imported where metrics are served: every service imports this
+# module, the port is off in `actorq train`, and each import delays every service's start.
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 METRICS_PORT_ENV = "ACTORQ_METRICS_PORT"
 METRICS_HOST_ENV = "ACTORQ_METRICS_HOST"
@@ -45,13 +46,16 @@ class Sample:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
-class CallbackCollector(Collector):
-    """Asks ``read`` for the current samples at every scrape."""
+class CallbackCollector:
+    """Asks ``read`` for the current samples at every scrape (a prometheus_client
+    collector: the registry calls ``collect``)."""
 
     def __init__(self, read: Callable[[], Iterable[Sample]]) -> None:
         self._read = read
 
     def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         try:
             samples = list(self._read())
         except Exception as err:  # a scrape must not take the service down
@@ -72,6 +76,8 @@ class CallbackCollector(Collector):
 
 def registry_for(read: Callable[[], Iterable[Sample]]) -> CollectorRegistry:
     """A registry of this process's ActorQ metrics (no global default registry)."""
+    from prometheus_client import CollectorRegistry
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CallbackCollector(read))
     return registry
@@ -106,6 +112,8 @@ def serve_from_env(
     port = port_from_env(env)
     if port == 0:
         return None
+    from prometheus_client import start_http_server
+
     host = env.get(METRICS_HOST_ENV) or DEFAULT_METRICS_HOST
     registry = registry_for(read)
     server, _thread = start_http_server(port, addr=host, registry=registry)

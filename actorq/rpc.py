@@ -19,7 +19,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -43,6 +43,15 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.enable_retries", 1),
+]
+
+# A health wait reconnects every 100 ms: with gRPC's default backoff (1 s, growing) a
+# server that starts listening just after a refused attempt is seen up to a second late,
+# and `actorq train` waits on every service's health before anything counts as started.
+HEALTH_POLL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 100),
 ]
 
 log = logging.getLogger(__name__)
@@ -215,7 +224,10 @@ def bind(server: grpc.Server, host: str, port: int) -> int:
 
 
 def channel(
-    address: str, role: str | None = None, env: Mapping[str, str] | None = None
+    address: str,
+    role: str | None = None,
+    env: Mapping[str, str] | None = None,
+    options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.Channel:
     """A channel with ActorQ's message limits and keepalive; TLS when ACTORQ_TLS_CA is
     set (with a client certificate for mutual TLS); every call carries the token of
@@ -224,9 +236,10 @@ def channel(
     env: where the TLS and token variables are read (default: the process environment).
     A ``dns:///NAME:PORT`` address resolves every address behind NAME (a headless
     Kubernetes Service, a scaled compose service) and spreads calls over them
-    round-robin; a plain ``HOST:PORT`` uses one connection.
+    round-robin; a plain ``HOST:PORT`` uses one connection. ``options``: more channel
+    arguments (after ActorQ's, so they win).
     """
-    options = [*CHANNEL_OPTIONS, ("grpc.lb_policy_name", "round_robin")]
+    options = [*CHANNEL_OPTIONS, ("grpc.lb_policy_name", "round_robin"), *options]
     token = auth.client_token(env, role)
     creds = tls.channel_credentials(env)
     if creds is not None:
@@ -242,7 +255,7 @@ def wait_healthy(address: str, timeout_s: float, service: str = "") -> None:
     """Block until the server at address reports SERVING; TimeoutError otherwise."""
     deadline = time.monotonic() + timeout_s
     last_error = "no answer"
-    with channel(address) as ch:
+    with channel(address, options=HEALTH_POLL_OPTIONS) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         while time.monotonic() < deadline:
             try:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from actorq.config import ConfigError
+from commands import carbon_start
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +72,17 @@ ENERGY_MIX_FILE = "data/private_infra/global_energy_mix.json"
 def energy_mix() -> dict[str, Any]:
     """codecarbon's offline country table: ISO-3 code -> energy mix and intensity.
 
-    Read from its JSON file: codecarbon's own loader reads every table it has, with
-    pandas (about a second, before anything of a run starts). Its loader where the file
-    is not found (another codecarbon version).
+    Read from its JSON file, found without importing codecarbon (the launcher checks the
+    country before any service starts, so every import here delays them all): codecarbon's
+    own loader reads every table it has, with pandas (about a second). Its loader where the
+    file is not found (another codecarbon version).
     """
-    from importlib import resources
-
     try:
-        text = resources.files("codecarbon").joinpath(ENERGY_MIX_FILE).read_text()
+        spec = importlib.util.find_spec("codecarbon")
+        folders = list(spec.submodule_search_locations or []) if spec else []
+        text = Path(folders[0], ENERGY_MIX_FILE).read_text()
         return dict(json.loads(text))
-    except (OSError, ValueError):
+    except (OSError, ValueError, IndexError, ImportError):
         from codecarbon.input import DataSource
 
         return dict(DataSource().get_global_energy_mix_data())
@@ -217,33 +219,38 @@ class ProcessCarbon:
     def start(self) -> None:
         """Start tracking; on failure log it and remember why.
 
-        Takes about a second (codecarbon runs py-cpuinfo in a subprocess to
-        name the CPU); the tracked window begins when it returns.
+        Takes a few tenths of a CPU second (``carbon_start``: without it, over a
+        second); the tracked window begins when it returns.
         """
         try:
             self._fault("start")
             Path(self.settings.dir).mkdir(parents=True, exist_ok=True)
             from codecarbon import OfflineEmissionsTracker
-            from codecarbon.output_methods.base_output import OutputMethod
 
             # codecarbon's start-up warnings (unknown CPU, no RAPL, multiple instances)
             # would open every service log; what they say is in the record (power_method,
             # generic_tdp). Its errors still show. Set before the tracker's first line.
             logging.getLogger("codecarbon").setLevel(logging.ERROR)
-            tracker = OfflineEmissionsTracker(
-                project_name="actorq",
-                experiment_name=self.settings.label,
-                country_iso_code=self.settings.country,
-                tracking_mode="process",
-                output_dir=self.settings.dir,
-                output_file=csv_name(self.settings.label),
-                output_methods=[OutputMethod.CSV],
-                measure_power_secs=self.settings.interval_s,
-                log_level="error",
-                # Each service is its own process with its own tracker.
-                allow_multiple_runs=True,
-            )
-            tracker.start()
+            # Started with the CPU's name known and the CSV writer made at the stop:
+            # the same tracker and files for a fraction of its start's CPU (carbon_start).
+            with carbon_start.known_cpu_model():
+                tracker = OfflineEmissionsTracker(
+                    project_name="actorq",
+                    experiment_name=self.settings.label,
+                    country_iso_code=self.settings.country,
+                    tracking_mode="process",
+                    output_dir=self.settings.dir,
+                    output_file=csv_name(self.settings.label),
+                    output_methods=[],
+                    output_handlers=[
+                        carbon_start.csv_at_stop(csv_name(self.settings.label), self.settings.dir)
+                    ],
+                    measure_power_secs=self.settings.interval_s,
+                    log_level="error",
+                    # Each service is its own process with its own tracker.
+                    allow_multiple_runs=True,
+                )
+                tracker.start()
             # codecarbon swallows its own exceptions; a tracker that did not start
             # has no start time.
             if getattr(tracker, "_start_time", None) is None:
@@ -254,9 +261,9 @@ class ProcessCarbon:
             log.warning("carbon unavailable for %s: %s", self.settings.label, self._failed)
 
     def start_in_background(self) -> None:
-        """``start`` on a thread of its own: codecarbon's set-up (pandas for its CSV, the
-        CPU probe in a subprocess; 1-4 s) then overlaps the service's own start instead of
-        delaying it. The tracked window begins when that thread's ``start`` returns."""
+        """``start`` on a thread of its own: codecarbon's set-up (its imports, pandas for its
+        CPU power table) then overlaps the service's own start instead of delaying it. The
+        tracked window begins when that thread's ``start`` returns."""
         self._starting = threading.Thread(target=self.start, name="carbon-start", daemon=True)
         self._starting.start()
 

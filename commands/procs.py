@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,6 +180,58 @@ def wait_all_healthy(services: Sequence[ServiceProcess], timeout_s: float) -> No
                 break
             except TimeoutError:
                 continue
+
+
+def start_in_turn(
+    first: Callable[[], ServiceProcess],
+    rest: Sequence[Callable[[], ServiceProcess]],
+    slots: int,
+    timeout_s: float,
+) -> None:
+    """Start ``first`` (the slowest to start), then ``rest`` in order, at most ``slots`` of
+    them starting at once until ``first`` is healthy, and every one left at once after.
+
+    Start-up is CPU-bound where processes outnumber CPUs: started all at once they share
+    every CPU and the slowest finishes last; given a CPU of its own (``slots``: the CPUs
+    less one) it finishes as early as it can while the others start on the rest. Spawns
+    run on the calling thread (a service's death signal follows the thread that started
+    it); threads only wait on health. RuntimeError as ``wait_all_healthy``; the caller
+    waits for the last ones with ``wait_all_healthy``.
+    """
+    healthy: queue.Queue[tuple[ServiceProcess, RuntimeError | None]] = queue.Queue()
+    deadline = time.monotonic() + timeout_s
+
+    def launch(spawn: Callable[[], ServiceProcess]) -> ServiceProcess:
+        svc = spawn()
+
+        def wait() -> None:
+            try:
+                wait_all_healthy([svc], max(0.0, deadline - time.monotonic()))
+            except RuntimeError as err:
+                healthy.put((svc, err))
+                return
+            except Exception as err:  # anything else too: the starter waits on this answer
+                healthy.put((svc, RuntimeError(f"{svc.name}: waiting for health failed: {err}")))
+                return
+            healthy.put((svc, None))
+
+        threading.Thread(target=wait, name=f"start-{svc.name}", daemon=True).start()
+        return svc
+
+    head, todo, starting, head_up = launch(first), list(rest), 0, False
+    while todo:
+        while todo and (head_up or starting < max(1, slots)):
+            launch(todo.pop(0))
+            starting += 1
+        if not todo:
+            return
+        svc, err = healthy.get()
+        if err is not None:
+            raise err
+        if svc is head:
+            head_up = True
+        else:
+            starting -= 1
 
 
 def serving(svc: ServiceProcess, timeout_s: float = 1.0) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from actorq.config import ConfigError
-from commands import carbon
+from commands import carbon, carbon_start
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {"replay", "quantizer", "learner", "actor-0"}
@@ -119,6 +119,60 @@ def test_tracker_opens_no_network_connection(
     assert record.status == "ok", record.reason
     assert record.country_iso_code == "FRA"
     assert attempts == []
+
+
+# A tracker that runs a command per start: every Popen's argv, then the record's CPU name.
+NO_SECOND_INTERPRETER = """
+import json, subprocess, sys
+commands = []
+real = subprocess.Popen.__init__
+def spy(self, args, *a, **k):
+    commands.append([str(x) for x in args] if isinstance(args, (list, tuple)) else [str(args)])
+    real(self, args, *a, **k)
+subprocess.Popen.__init__ = spy
+from commands import carbon
+tracker = carbon.ProcessCarbon(carbon.CarbonSettings(sys.argv[1], "USA", "probe"))
+tracker.start()
+print(json.dumps({"commands": commands, "cpu_model": tracker.stop().cpu_model}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the name comes from /proc")
+def test_tracker_names_the_cpu_from_proc_cpuinfo_without_starting_an_interpreter(
+    tmp_path: Path,
+) -> None:
+    # In a fresh process: codecarbon keeps the first CPU name a process asked for.
+    res = subprocess.run(
+        [sys.executable, "-c", NO_SECOND_INTERPRETER, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [c for c in out["commands"] if c[0] == sys.executable or "cpuinfo" in " ".join(c)] == []
+    assert out["cpu_model"] == carbon_start.proc_cpu_model()
+    assert (tmp_path / "emissions-probe.csv").is_file()  # the CSV writer made at the stop
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="no /proc/cpuinfo")
+def test_cpu_name_is_the_one_py_cpuinfo_reads_from_proc_cpuinfo() -> None:
+    from cpuinfo import cpuinfo as py_cpuinfo
+
+    # py-cpuinfo's own /proc/cpuinfo reader, the first source it asks on Linux.
+    expected = py_cpuinfo._get_cpu_info_from_proc_cpuinfo().get("brand_raw")
+    assert carbon_start.proc_cpu_model() == expected
+
+
+def test_cpu_name_skips_numbered_lines_and_is_none_without_one(tmp_path: Path) -> None:
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nBogoMIPS\t: 48.00\nmodel name\t: ARMv8 rev 1 (v8l)\n")
+    assert carbon_start.proc_cpu_model(arm) == "ARMv8 rev 1 (v8l)"
+    bare = tmp_path / "bare"
+    bare.write_text("processor\t: 0\nflags\t: fpu\n")
+    assert carbon_start.proc_cpu_model(bare) is None
+    assert carbon_start.proc_cpu_model(tmp_path / "missing") is None
 
 
 def test_tracker_that_fails_to_start_records_why_and_does_not_raise(

@@ -83,6 +83,8 @@ def test_short_run_writes_summary_metrics_and_config_and_leaves_no_process(tmp_p
     # Start-up counts from the command's start: every service healthy, then an actor stepping.
     assert 0 < summary["healthy_s"] <= summary["startup_s"] < summary["wall_s"]
     assert summary["startup_cpu_s"] > 0 and summary["eval_cpu_s"] >= 0
+    assert set(summary["startup_cpu"]) == {*summary["pids"], "launcher"}
+    assert sum(summary["startup_cpu"].values()) == pytest.approx(summary["startup_cpu_s"], abs=0.1)
     assert set(summary["pids"]) == {"replay", "quantizer", "learner", "actor-0", "actor-1"}
     assert not any(_pid_alive(pid) for pid in summary["pids"].values())
     assert (out / "config.yaml").read_text().count("replay_address") >= 2

@@ -284,6 +284,7 @@ class Watch:
             healthy_s=state.healthy_s,
             startup_s=state.startup_s,
             startup_cpu_s=state.startup_cpu_s,
+            startup_cpu=dict(state.startup_cpu),
             eval_cpu_s=round(self.evaluator.cpu_s, 3),
             eval_cpu_share=round(self.evaluator.cpu_s / wall_s, 4) if wall_s > 0 else None,
             **summaries.eval_figures(final, state.evals, state.reached, state.sustained),

@@ -31,6 +31,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,14 +87,16 @@ class Run(Watch):
 
     def _start(
         self, name: str, port: int, label: str = "", flags: Sequence[str] = (), **env: str
-    ) -> None:
+    ) -> procs.ServiceProcess:
         label = label or name
         # Metrics off in every child: one ACTORQ_METRICS_PORT from the user's shell
         # would be bound by the first service and make the next ones fail to start.
         carbon_env = self.carbon.env(label) if self.carbon else {}
         env = {**carbon_env, METRICS_PORT_ENV: "0", **self.token.env, **env}
         self.specs[label] = (name, port, flags, env)
-        self.supervisor.add(self._spawn(label))
+        proc = self._spawn(label)
+        self.supervisor.add(proc)
+        return proc
 
     def _spawn(self, label: str) -> procs.ServiceProcess:
         """Start (or start again) the process of a label, logging to logs/LABEL.log."""
@@ -111,26 +114,39 @@ class Run(Watch):
         print(line, file=sys.stderr)
 
     def start(self) -> None:
-        """Start every service at once (the learner and the actors wait for replay and the
-        quantizer themselves), wait until all are healthy, start evaluating, and wait until
-        an actor steps."""
+        """Start the services (the learner and the actors wait for replay and the quantizer
+        themselves), wait until all are healthy, start evaluating, and wait until an actor
+        steps. The learner, slowest to start (torch), starts first with a CPU of its own
+        while the others start on the rest (``procs.start_in_turn``)."""
         plan, timeout = self.plan, self.args.startup_timeout_s
         self.progress.note(f"starting replay, quantizer, learner, {len(plan.actors)} actor(s)...")
         # The store URL may carry a password: the replay process alone gets it.
-        self._start("replay", plan.replay.port, ACTORQ_STORE=self.args.replay_store)
-        self._start("quantizer", plan.quantizer.port)
-        self._start("learner", plan.learner.port)
-        for actor in plan.actors:
-            index = str(actor.actor_index)
-            self._start("actor", actor.port, f"actor-{index}", ["--actor-index", index])
+        rest = [
+            partial(self._start, "replay", plan.replay.port, ACTORQ_STORE=self.args.replay_store),
+            partial(self._start, "quantizer", plan.quantizer.port),
+            *(
+                partial(
+                    self._start,
+                    "actor",
+                    a.port,
+                    f"actor-{a.actor_index}",
+                    ["--actor-index", str(a.actor_index)],
+                )
+                for a in plan.actors
+            ),
+        ]
+        learner = partial(self._start, "learner", plan.learner.port)
+        procs.start_in_turn(learner, rest, (self.cpus or 1) - 1, timeout)
         procs.wait_all_healthy(self.processes, timeout)
         self.state.healthy_s = round(self.state.elapsed(), 3)
         self.read_cpu()
         self.evaluator.start()
         self.supervisor.start()
         stepping = self.wait_stepping(timeout)
-        pids = [s.pid for s in self.processes] + [os.getpid()]
-        self.state.startup_cpu_s = round(sum(cpu_seconds(p, True) or 0.0 for p in pids), 2)
+        pids = {s.name: s.pid for s in self.processes} | {"launcher": os.getpid()}
+        cpu = {name: cpu_seconds(pid, True) or 0.0 for name, pid in pids.items()}
+        self.state.startup_cpu = {name: round(s, 2) for name, s in cpu.items()}
+        self.state.startup_cpu_s = round(sum(cpu.values()), 2)
         self.progress.note(
             f"all {len(self.processes)} services healthy after {self.state.healthy_s:.1f}s, "
             f"actors stepping after {stepping:.1f}s"

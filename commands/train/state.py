@@ -52,6 +52,8 @@ class RunState:
     # CPU seconds every process of the run (the launcher too) had used by then: what
     # start-up costs whatever else the machine runs.
     startup_cpu_s: float | None = None
+    # The same by process (each service's label, and "launcher").
+    startup_cpu: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def elapsed(self) -> float:

@@ -173,6 +173,9 @@ class RunSummary:
     # CPU seconds all the run's processes had used by startup_s (the machine's load aside,
     # start-up takes at least this divided by the CPUs).
     startup_cpu_s: float | None = None
+    # startup_cpu_s by process: each service's label, and "launcher" (its evaluator aside,
+    # which starts after every service is healthy).
+    startup_cpu: dict[str, float] = field(default_factory=dict)
     # CPU seconds the evaluations took while training ran (the launcher's evaluator thread:
     # fetching and running greedy episodes), and that as a share of one CPU over wall_s.
     eval_cpu_s: float | None = None

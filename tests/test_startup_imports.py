@@ -1,0 +1,38 @@
+"""What each process of `actorq train` imports before it serves: start-up is CPU-bound
+(every process starts at once on shared cores), so a heavy module a process does not
+use delays every service. Checked on the modules loaded, not on a clock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Never needed to start: torch is the learner's alone, dm_control/MuJoCo only for dmc:
+# envs, codecarbon (and its pandas) loads on the carbon thread, prometheus_client only
+# where a metrics port is set, rich only in the launcher's live view.
+EVERYWHERE = ("torch", "dm_control", "mujoco", "codecarbon", "pandas", "prometheus_client")
+NOT_IMPORTED = {
+    # The launcher: onnxruntime only once it evaluates (after every service started).
+    "commands.train.run": (*EVERYWHERE, "onnxruntime", "onnx"),
+    "services.replay.server": (*EVERYWHERE, "rich", "onnxruntime", "onnx", "gymnasium"),
+    "services.quantizer.server": (*EVERYWHERE, "rich", "gymnasium"),
+    "services.actor.server": (*EVERYWHERE, "rich", "onnx"),
+}
+
+
+@pytest.mark.parametrize("module", sorted(NOT_IMPORTED))
+def test_process_entry_imports_nothing_it_does_not_need_to_start(module: str) -> None:
+    code = (
+        f"import sys, commands.cli, {module}; "
+        f"print(' '.join(m for m in {NOT_IMPORTED[module]!r} if m in sys.modules))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [], f"{module} imports {res.stdout.strip()}"
