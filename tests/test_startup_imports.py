@@ -36,3 +36,25 @@ def test_process_entry_imports_nothing_it_does_not_need_to_start(module: str) ->
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == [], f"{module} imports {res.stdout.strip()}"
+
+
+def test_a_learner_builds_its_optimizer_at_the_first_update_not_before() -> None:
+    """Building a torch optimizer imports torch._dynamo (about 1.1 CPU-s): a learner's
+    algorithm is made, and can publish, before that; its first update still trains."""
+    code = (
+        "import sys, numpy as np\n"
+        "from commands.bench.learner import random_transitions\n"
+        "from services.learner.algorithms import EnvSpaces\n"
+        "from services.learner.dqn import DQN\n"
+        "from services.learner.hyperparams import DQNConfig\n"
+        "agent = DQN(4, 2, DQNConfig(hidden_sizes=[16]), seed=3)\n"
+        "agent.policy_weights()\n"
+        "print('torch._dynamo' in sys.modules)\n"
+        "agent.update(random_transitions(EnvSpaces(4, num_actions=2), 32, np.random.default_rng(0)))\n"
+        "print('torch._dynamo' in sys.modules, agent.steps)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["False", "True", "1"]

@@ -170,14 +170,50 @@ def frozen_copy(network: M) -> M:
     return copy.deepcopy(network).requires_grad_(False)
 
 
-def adam(network: nn.Module, lr: float, eps: float) -> torch.optim.Adam:
-    """Adam over a network's parameters."""
-    # fused: one kernel for all parameters, ~20% more updates/s for small nets on CPU.
-    return torch.optim.Adam(network.parameters(), lr=lr, eps=eps, fused=True)
+class DeferredAdam:
+    """Adam over a network's parameters, built at its first use.
+
+    Building any torch optimizer imports ``torch._dynamo`` (about 1.1 CPU-seconds,
+    torch 2.13), the largest single cost of a learner's start. Nothing needs the
+    optimizer before the first update (which waits for replay to fill) or the first
+    checkpoint, so the learner serves its health first and pays it then. The four
+    methods the learner uses are the optimizer's own.
+    """
+
+    def __init__(self, network: nn.Module, lr: float, eps: float) -> None:
+        self._network, self._lr, self._eps = network, lr, eps
+        self._adam: torch.optim.Adam | None = None
+
+    @property
+    def optimizer(self) -> torch.optim.Adam:
+        """The torch optimizer (built now if it was not yet)."""
+        if self._adam is None:
+            # fused: one kernel for all parameters, ~20% more updates/s for small nets on CPU.
+            self._adam = torch.optim.Adam(
+                self._network.parameters(), lr=self._lr, eps=self._eps, fused=True
+            )
+        return self._adam
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        self.optimizer.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+def adam(network: nn.Module, lr: float, eps: float) -> DeferredAdam:
+    """Adam over a network's parameters (built at its first use: ``DeferredAdam``)."""
+    return DeferredAdam(network, lr, eps)
 
 
 def gradient_step(
-    optimizer: torch.optim.Optimizer, network: nn.Module, loss: torch.Tensor, max_grad_norm: float
+    optimizer: DeferredAdam, network: nn.Module, loss: torch.Tensor, max_grad_norm: float
 ) -> None:
     """One optimizer step on loss, the global gradient norm clipped (0: no clipping)."""
     optimizer.zero_grad(set_to_none=True)
@@ -208,7 +244,7 @@ def policy_weights(network: nn.Module) -> dict[str, np.ndarray]:
 
 def training_state(
     networks: Mapping[str, nn.Module],
-    optimizers: Mapping[str, torch.optim.Optimizer],
+    optimizers: Mapping[str, DeferredAdam],
     steps: int,
 ) -> dict[str, Any]:
     """Everything needed to continue training exactly: networks, optimizers, step."""
@@ -232,7 +268,7 @@ def _shape_diff(network: nn.Module, saved: Mapping[str, torch.Tensor], prefix: s
 def restore_training_state(
     state: Mapping[str, Any],
     networks: Mapping[str, nn.Module],
-    optimizers: Mapping[str, torch.optim.Optimizer],
+    optimizers: Mapping[str, DeferredAdam],
     checked: Mapping[str, nn.Module],
     sizes: str,
     algo: str,

@@ -313,7 +313,7 @@ class D4PG:
             "target_critic": self.target_critic,
         }
 
-    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def _optimizers(self) -> dict[str, common.DeferredAdam]:
         return {
             "policy_optimizer": self.policy_optimizer,
             "critic_optimizer": self.critic_optimizer,
