@@ -163,13 +163,20 @@ class BackgroundSender(Generic[W]):
       failures back with ``_requeue`` and drops the rest).
 
     An outage is logged once when it starts and once when it ends (``outage``);
-    ``failures`` counts every failed call.
+    ``failures`` counts every failed call. With ``min_interval_s`` the thread
+    rests that long after each call, so what is submitted meanwhile goes out
+    merged in one call; subclasses wake it with ``_wake()``, which leaves a
+    resting thread asleep (a wake-up per submit is what the rest saves).
     """
 
-    def __init__(self, name: str, log: logging.Logger, what: str) -> None:
+    def __init__(
+        self, name: str, log: logging.Logger, what: str, min_interval_s: float = 0.0
+    ) -> None:
         self._cond = threading.Condition()
         self._stopping = False
         self._in_flight = False
+        self.min_interval_s = min_interval_s
+        self._waiting_for_work = False  # the thread sleeps until work arrives (not resting)
         self.failures = 0
         self.outage = Outage(log, what)
         self._backoff = Backoff()
@@ -224,10 +231,17 @@ class BackgroundSender(Generic[W]):
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def _wake(self) -> None:
+        """Under the lock, after adding work: wake the thread if it waits for work."""
+        if self._waiting_for_work:
+            self._cond.notify_all()
+
     def _run(self) -> None:
         while True:
             with self._cond:
+                self._waiting_for_work = True
                 self._cond.wait_for(lambda: self._has_work() or self._stopping)
+                self._waiting_for_work = False
                 if self._stopping:
                     return
                 work = self._take()
@@ -244,6 +258,7 @@ class BackgroundSender(Generic[W]):
                 with self._cond:
                     self._in_flight = False
                     self._cond.notify_all()
-            if retry:
+            rest = self._backoff.next() if retry else self.min_interval_s
+            if rest > 0:
                 with self._cond:
-                    self._cond.wait_for(lambda: self._stopping, self._backoff.next())
+                    self._cond.wait_for(lambda: self._stopping, rest)

@@ -32,6 +32,8 @@ def test_the_ratio_is_the_median_service_rate_over_the_median_bare_rate() -> Non
     bench.service, bench.bare = [9.0, 8.0, 10.0], [10.0, 20.0, 10.0]
     assert bench.ratio == 0.9
     assert "90.0% of the bare loop" in bench.line()
+    bench.load = [3.5, 1.25]
+    assert bench.line().endswith("of the bare loop; load 3.50 -> 1.25")
 
 
 def test_the_command_measures_both_sides_and_prints_their_ratio(tmp_path: Path) -> None:
@@ -46,3 +48,4 @@ def test_the_command_measures_both_sides_and_prints_their_ratio(tmp_path: Path) 
     result = json.loads(out.read_text())
     assert result["service"][0] > 0 and result["bare"][0] > 0
     assert result["ratio"] == result["service"][0] / result["bare"][0]
+    assert len(result["load"]) == 2  # the machine's load when the windows began and ended

@@ -163,3 +163,38 @@ def test_background_sender_drops_work_the_peer_refuses() -> None:
     assert sender.wait_idle(5.0)
     assert sender.failures == 1 and sender.waiting == []
     sender.stop()
+
+
+class _RestingSender(_ListSender):
+    """Rests between calls; records each call's numbers separately."""
+
+    def __init__(self, rest_s: float) -> None:
+        super().__init__()
+        self.min_interval_s = rest_s
+        self.calls: list[list[int]] = []
+
+    def submit(self, n: int) -> None:
+        with self._cond:
+            self.waiting.append(n)
+            self._wake()
+
+    def _send(self, work: list[int]) -> None:
+        self.calls.append(work)
+        super()._send(work)
+
+
+def test_background_sender_merges_what_arrives_while_it_rests_into_one_call() -> None:
+    sender = _RestingSender(rest_s=0.8)
+    sender.start()
+    sender.submit(0)
+    deadline = time.monotonic() + 5
+    while not sender.calls and time.monotonic() < deadline:  # the first goes out at once
+        time.sleep(0.005)
+    for n in (1, 2, 3):  # while it rests
+        sender.submit(n)
+    assert sender.wait_idle(5.0)
+    assert sender.calls == [[0], [1, 2, 3]]
+    started = time.monotonic()
+    sender.submit(4)
+    sender.stop()  # ends a rest at once; what still waits is not sent
+    assert time.monotonic() - started < 0.5

@@ -75,6 +75,9 @@ class LearnerBench:
     service: list[float] = field(default_factory=list)
     bare: list[float] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
+    # The machine's 1-minute load average when the windows began and ended: ratios
+    # from a loaded machine are not comparable with a quiet one's.
+    load: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float | None:
@@ -93,6 +96,7 @@ class LearnerBench:
             f"{self.device}, {self.torch_threads} torch thread(s): service {service:.2f} "
             f"updates/s, bare loop {bare:.2f} updates/s: "
             + (f"{ratio:.1%} of the bare loop" if ratio is not None else "no ratio")
+            + (f"; load {self.load[0]:.2f} -> {self.load[-1]:.2f}" if self.load else "")
         )
 
 
@@ -249,6 +253,7 @@ def run(
         try:
             service.wait_training()
             os.kill(service.learner_proc.pid, signal.SIGSTOP)
+            result.load.append(os.getloadavg()[0])
             for i in range(repeats):
                 result.bare.append(bare_rate(algo, cfg, spaces, seconds))
                 result.service.append(service.rate(seconds))
@@ -258,6 +263,7 @@ def run(
                     file=sys.stderr,
                     flush=True,
                 )
+            result.load.append(os.getloadavg()[0])
         finally:
             service.close()
     return result

@@ -2,7 +2,8 @@
 the replay on its own thread.
 
 Updates wait in a bounded queue; one UpdatePriorities call carries everything
-waiting, a key sampled twice meanwhile sent once with its newest priority.
+waiting, a key sampled twice meanwhile sent once with its newest priority, and
+the writer rests ``SEND_INTERVAL_S`` between calls so that one call carries many updates.
 When the replay falls behind by more than ``max_pending`` priorities, the
 oldest updates are dropped and counted: a stale priority only makes sampling
 less sharp, while waiting would stall learning. A replay that samples
@@ -23,6 +24,13 @@ from actorq.workers import BackgroundSender
 
 log = logging.getLogger(__name__)
 
+# The writer rests this long after each call, so one call carries the updates
+# made meanwhile: with small networks the learner makes hundreds of updates a
+# second, and a call (and a wake-up of this thread) per update costs the learner
+# and the replay as much CPU as the updates themselves (bench learner, DQN acme).
+# Priorities reach the replay at most this much later.
+SEND_INTERVAL_S = 0.02
+
 # One update's (keys, priorities), or what several merged into one call.
 Priorities = tuple[np.ndarray, np.ndarray]
 
@@ -31,9 +39,13 @@ class PriorityWriter(BackgroundSender[Priorities]):
     """Sends new priorities to the replay on its own thread; ``submit`` never blocks."""
 
     def __init__(
-        self, client: ReplayClient, max_pending: int = 65_536, timeout_s: float = 10.0
+        self,
+        client: ReplayClient,
+        max_pending: int = 65_536,
+        timeout_s: float = 10.0,
+        min_interval_s: float = SEND_INTERVAL_S,
     ) -> None:
-        super().__init__("priority-writer", log, "sending priorities to replay")
+        super().__init__("priority-writer", log, "sending priorities to replay", min_interval_s)
         self._client = client
         self.max_pending = max_pending
         self.timeout_s = timeout_s
@@ -50,7 +62,7 @@ class PriorityWriter(BackgroundSender[Priorities]):
             if not self.enabled:
                 return
             self._add((keys, priorities), newest=True)
-            self._cond.notify_all()
+            self._wake()
 
     @property
     def pending(self) -> int:
