@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from actorq.config import ConfigError, is_redis_url, redact_url
 from actorq.envs import env_info
@@ -48,10 +50,10 @@ def check_algo_fits_env(args: TrainArgs) -> None:
     )
 
 
-def check_replay_store(store: str, timeout_s: float = PING_TIMEOUT_S) -> None:
-    """ConfigError when a Redis replay store does not answer one PING within ``timeout_s``."""
-    if not is_redis_url(store):
-        return
+@contextlib.contextmanager
+def _redis(store: str, timeout_s: float, failing: str) -> Iterator[Any]:
+    """A client of a Redis replay store; its errors become one ConfigError sentence
+    (``failing``: what did not work), the URL's password never shown."""
     import redis
 
     shown = redact_url(store)
@@ -62,7 +64,7 @@ def check_replay_store(store: str, timeout_s: float = PING_TIMEOUT_S) -> None:
     except ValueError as err:
         raise ConfigError(f"--replay-store {shown}: not a usable Redis URL ({err})") from None
     try:
-        client.ping()
+        yield client
     except redis.exceptions.AuthenticationError:
         raise ConfigError(
             f"--replay-store {shown}: Redis refused the password; check the URL's password"
@@ -70,12 +72,18 @@ def check_replay_store(store: str, timeout_s: float = PING_TIMEOUT_S) -> None:
     except redis.exceptions.RedisError as err:
         reason = str(err).replace(store, shown)
         raise ConfigError(
-            f"--replay-store {shown}: no Redis answered a PING within {timeout_s:g}s ({reason}); "
-            "start Redis there or fix the URL"
+            f"--replay-store {shown}: {failing} ({reason}); start Redis there or fix the URL"
         ) from None
     finally:
         with contextlib.suppress(redis.exceptions.RedisError):
             client.close()
+
+
+def check_replay_store(store: str, timeout_s: float = PING_TIMEOUT_S) -> None:
+    """ConfigError when a Redis replay store does not answer one PING within ``timeout_s``."""
+    if is_redis_url(store):
+        with _redis(store, timeout_s, f"no Redis answered a PING within {timeout_s:g}s") as client:
+            client.ping()
 
 
 def check_fresh_table(store: str, table: str, timeout_s: float = PING_TIMEOUT_S) -> None:
@@ -83,28 +91,15 @@ def check_fresh_table(store: str, table: str, timeout_s: float = PING_TIMEOUT_S)
     (a new run would silently learn from them; nothing is deleted for the user)."""
     if not is_redis_url(store):
         return
-    import redis
-
     from services.replay.redis_table import key_prefix
 
-    shown = redact_url(store)
-    client = redis.Redis.from_url(store, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
-    try:
+    with _redis(store, timeout_s, f"could not read table {table!r}") as client:
         end_key = client.hget(f"{key_prefix(table)}state", "end_key")
-    except redis.exceptions.RedisError as err:
-        reason = str(err).replace(store, shown)
-        raise ConfigError(
-            f"--replay-store {shown}: could not read table {table!r} ({reason}); "
-            "check that Redis is up and the URL's password"
-        ) from None
-    finally:
-        with contextlib.suppress(redis.exceptions.RedisError):
-            client.close()
     if end_key is not None and int(end_key) > 0:
         raise ConfigError(
-            f"--replay-store {shown}: table {table!r} already holds {int(end_key):,} "
-            "transitions of another run; continue that run with --resume DIR, name another "
-            "table (replay: {table: NAME} in --config), or delete its keys "
+            f"--replay-store {redact_url(store)}: table {table!r} already holds "
+            f"{int(end_key):,} transitions of another run; continue that run with --resume "
+            "DIR, name another table (replay: {table: NAME} in --config), or delete its keys "
             f"actorq:{{{table}}}:* yourself"
         )
 
