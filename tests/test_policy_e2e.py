@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from test_policy import run_readme_snippet
+from test_train import _pid_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = {
@@ -32,14 +33,6 @@ TARGET = 100
 def actorq(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "commands.cli", *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def interrupted_run(out: Path) -> None:
