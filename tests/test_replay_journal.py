@@ -131,13 +131,19 @@ def test_the_journal_is_compacted_and_stays_bounded(
     assert send(again, 7, 413, "actor-2", seq=60) == 0  # the marks survived compaction
 
 
-def test_a_torn_last_record_is_dropped_and_cut_off(tmp_path: Path) -> None:
-    path = tmp_path / "journal"
+def two_commits(path: Path) -> int:
+    """A closed journal of two 5-transition commits (keys 0-4, 5-9); the bytes of the first."""
     table = journaled(path)
     send(table, 5, 0)
     whole = path.stat().st_size
     send(table, 5, 5)
     table.close()
+    return whole
+
+
+def test_a_torn_last_record_is_dropped_and_cut_off(tmp_path: Path) -> None:
+    path = tmp_path / "journal"
+    whole = two_commits(path)
     with open(path, "r+b") as f:  # a kill in the middle of the second record's write
         f.truncate(whole + 30)
     again = journaled(path)
@@ -150,11 +156,7 @@ def test_a_torn_last_record_is_dropped_and_cut_off(tmp_path: Path) -> None:
 
 def test_a_corrupt_record_and_all_after_it_are_ignored(tmp_path: Path) -> None:
     path = tmp_path / "journal"
-    table = journaled(path)
-    send(table, 5, 0)
-    whole = path.stat().st_size
-    send(table, 5, 5)
-    table.close()
+    whole = two_commits(path)
     data = bytearray(path.read_bytes())
     data[whole + 60] ^= 0xFF  # a flipped byte in the second record's body
     path.write_bytes(bytes(data))

@@ -39,12 +39,19 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
         "CartPole-v1",
         "--actors",
         "1",
+        # Past what the rate limiter lets actors insert before the learner must train
+        # (min_size_to_sample + error_buffer = 4,200): random steps before the first
+        # model can spend a smaller budget before the learner's first update.
         "--max-env-steps",
-        "3000",
+        "8000",
         "--eval-episodes",
         "3",
         "--target-return",
         "30",
+        # Held for 3 evaluations: the initial policy can score 30 at the first one, and a
+        # run that stopped there would have no learner update (no loss) to report.
+        "--sustain",
+        "3",
         "--out",
         str(out),
         "--quiet",

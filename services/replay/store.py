@@ -246,11 +246,13 @@ class MemoryStore:
         if not self._size:
             return {name: [] for name in self._arrays}
         start = (self._end_key - self._size) % self.capacity
-        head = min(self._size, self.capacity - start)
-        return {
-            name: [arr[start : start + head], arr[: self._size - head]][: 1 + (head < self._size)]
-            for name, arr in self._arrays.items()
-        }
+        head = min(self._size, self.capacity - start)  # rows before the ring wraps
+        views: dict[str, list[np.ndarray]] = {}
+        for name, arr in self._arrays.items():
+            views[name] = [arr[start : start + head]]
+            if head < self._size:
+                views[name].append(arr[: self._size - head])
+        return views
 
     def restore(self, columns: Columns, end_key: int) -> None:
         """Hold the newest <= capacity rows of columns, the last under key end_key - 1,
