@@ -87,8 +87,14 @@ def test_a_run_survives_kill_9_of_an_actor_the_quantizer_the_learner_and_the_rep
                 ),
             )
             wait_for("a checkpoint", lambda: any((out / "checkpoints").glob("*")))
+            # The survivor's first Insert can still be held by replay's rate limiter here
+            # (CI once saw 1,345 steps and nothing acknowledged yet): wait for an answer.
             with channel(f"127.0.0.1:{first['actor-1'][1]}", env=env) as ch:
-                survivor = ActorClient(ch).status()
+                actor = ActorClient(ch)
+                wait_for(
+                    "actor-1's first acknowledged Insert", lambda: actor.status().transitions_sent
+                )
+                survivor = actor.status()
             # Everything actor-1 had acknowledged before the replay dies must be there after.
             os.kill(first["replay"][0], signal.SIGKILL)
             os.kill(first["learner"][0], signal.SIGKILL)
