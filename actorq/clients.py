@@ -15,7 +15,7 @@ import numpy as np
 
 from actorq import tensor
 from actorq.rpc import PART_BYTES
-from actorq.transitions import SampledBatch, Transitions
+from actorq.transitions import TRANSITION_FIELDS, SampledBatch, Transitions
 from actorq.v1 import (
     actor_pb2,
     actor_pb2_grpc,
@@ -42,23 +42,48 @@ class SampleStream:
 
     def __init__(self, call: Iterator[replay_pb2.SampleBatch]) -> None:
         self._call = call
+        self._unread: list[SampledBatch] = []  # the rest of a message of several, last first
 
     def __iter__(self) -> SampleStream:
         return self
 
     def __next__(self) -> SampledBatch:
-        msg = next(self._call)
-        return SampledBatch(
-            Transitions.from_proto(msg.transitions),
-            tensor.from_proto(msg.keys),
-            tensor.from_proto(msg.weights),
-        )
+        if not self._unread:
+            self._unread = split_batches(next(self._call))[::-1]
+        return self._unread.pop()
 
     def cancel(self) -> None:
         """Cancel the RPC; a thread iterating gets grpc.RpcError (CANCELLED)."""
         self._call.cancel()  # type: ignore[attr-defined]
 
     close = cancel
+
+
+def split_batches(msg: replay_pb2.SampleBatch) -> list[SampledBatch]:
+    """The batch_count batches of one SampleBatch message (see replay.proto)."""
+    whole = SampledBatch(
+        Transitions.from_proto(msg.transitions),
+        tensor.from_proto(msg.keys),
+        tensor.from_proto(msg.weights),
+    )
+    count = max(1, msg.batch_count)
+    if count == 1:
+        return [whole]
+    rows, rest = divmod(len(whole.keys), count)
+    if rest or len(whole.weights) != len(whole.keys):
+        raise ValueError(
+            f"a SampleBatch of {len(whole.keys)} keys and {len(whole.weights)} weights "
+            f"cannot hold {count} batches of equal size"
+        )
+    t, k, w = whole.transitions, whole.keys, whole.weights
+    return [
+        SampledBatch(
+            Transitions(**{name: getattr(t, name)[i : i + rows] for name in TRANSITION_FIELDS}),
+            k[i : i + rows],
+            w[i : i + rows],
+        )
+        for i in range(0, len(k), rows)
+    ]
 
 
 class ReplayClient:
@@ -85,10 +110,15 @@ class ReplayClient:
         (the replay commits nothing of a stream that ends without it)."""
         return self._stub.Insert(iter([*chunks, COMMIT]), timeout=timeout)
 
-    def sample_stream(self, batch_size: int, num_batches: int = 0) -> SampleStream:
-        """Stream sampled batches (0 = until the stream is cancelled)."""
+    def sample_stream(
+        self, batch_size: int, num_batches: int = 0, per_message: int = 1
+    ) -> SampleStream:
+        """Stream sampled batches (0 = until the stream is cancelled), up to per_message
+        of them in each message (the stream hands them out one by one)."""
         call = self._stub.Sample(
-            replay_pb2.SampleRequest(batch_size=batch_size, num_batches=num_batches)
+            replay_pb2.SampleRequest(
+                batch_size=batch_size, num_batches=num_batches, batches_per_message=per_message
+            )
         )
         return SampleStream(call)
 
@@ -127,12 +157,14 @@ class PrefetchingSampler:
     2 x prefetch batches are drawn and not yet trained on.
     """
 
-    def __init__(self, client: ReplayClient, batch_size: int, prefetch: int = 4) -> None:
+    def __init__(
+        self, client: ReplayClient, batch_size: int, prefetch: int = 4, per_message: int = 1
+    ) -> None:
         self._call: SampleStream | None = None
 
         def batches() -> Iterator[SampledBatch]:
             while True:
-                self._call = client.sample_stream(batch_size, num_batches=prefetch)
+                self._call = client.sample_stream(batch_size, prefetch, per_message)
                 received = 0
                 for batch in self._call:
                     received += 1

@@ -53,6 +53,11 @@ HEALTH_POLL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 100),
 ]
+# A channel option: server-streaming calls are read on the calling thread. Without it
+# gRPC Python polls such calls on a thread of the channel's, started anew each time the
+# channel's last stream has ended (a caller that opens short streams back to back
+# starts one thread per stream).
+SINGLE_THREADED_STREAMS = grpc.experimental.ChannelOptions.SingleThreadedUnaryStream
 
 log = logging.getLogger(__name__)
 

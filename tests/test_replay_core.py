@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from actorq.clients import split_batches
 from actorq.config import ConfigError, load
 from services.replay.checks import validate_chunk
 from services.replay.config import ReplayConfig
@@ -24,6 +25,7 @@ from services.replay.errors import (
 from services.replay.factory import build_table
 from services.replay.rate_limiter import SampleToInsertRatio
 from services.replay.sampler import PrioritiesNotSupportedError, UniformSampler
+from services.replay.server import batches_per_message, encode_batches
 from services.replay.store import MemoryStore, Signature, SignatureError
 from services.replay.table import ReplayTable
 
@@ -320,6 +322,27 @@ def test_a_batch_larger_than_a_message_is_refused() -> None:
     with pytest.raises(BatchTooLargeError, match="use batch_size <= 100"):
         t.sample(101)
     assert t.stats().sampled == 0
+
+
+def test_batches_share_a_message_only_as_far_as_they_fit_and_come_apart_unchanged() -> None:
+    t = table(max_batch_bytes=60 * 100)  # 100 CartPole rows per message
+    assert batches_per_message(t, 20, 8) == 8  # before the first insert: what was asked
+    t.insert([chunk(40)])
+    assert [batches_per_message(t, n, 8) for n in (10, 20, 30, 100)] == [8, 5, 3, 1]
+    assert batches_per_message(t, 10, 0) == 1  # 0: one batch per message
+    drawn = t.sample_many(10, 3)
+    for i, batch in enumerate(drawn):  # each batch's own weights, as a prioritized draw has
+        batch.weights[:] = np.linspace(0.1, 1.0, 10, dtype=np.float32) ** (i + 1)
+    msg = encode_batches(drawn)
+    assert msg.batch_count == 3 and len(msg.keys.data) == 3 * 10 * 8
+    for got, want in zip(split_batches(msg), drawn, strict=True):
+        np.testing.assert_array_equal(got.keys, want.keys)
+        np.testing.assert_array_equal(got.weights, want.weights)
+        for name, column in want.columns.items():
+            np.testing.assert_array_equal(getattr(got.transitions, name), column)
+    msg.batch_count = 4  # 30 rows cannot be 4 equal batches
+    with pytest.raises(ValueError, match="cannot hold 4 batches"):
+        split_batches(msg)
 
 
 def test_a_commit_is_admitted_on_one_insert_and_later_inserts_wait_for_samples() -> None:

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from conftest import ROOT, ServiceProcess, start_service
 
-from actorq.clients import PrefetchingSampler, ReplayClient
+from actorq.clients import PrefetchingSampler, ReplayClient, split_batches
 from actorq.rpc import CHANNEL_OPTIONS, MAX_MESSAGE_BYTES, channel
 from actorq.transitions import Transitions
-from actorq.v1 import replay_pb2_grpc
+from actorq.v1 import replay_pb2, replay_pb2_grpc
 
 MAX_INSERT = 1_000
 
@@ -119,6 +119,40 @@ def test_sample_stream_sends_the_asked_number_of_batches(client: ReplayClient, s
         assert batch.keys.dtype == np.int64 and (batch.weights == 1).all()
         # Stored rows come back intact: next_obs = obs + 1 for every row inserted.
         np.testing.assert_array_equal(batch.transitions.next_obs, batch.transitions.obs + 1)
+
+
+def test_batches_packed_several_to_a_message_arrive_whole_and_one_by_one(
+    client: ReplayClient, replay: ServiceProcess, size: int
+) -> None:
+    with channel(replay.address) as ch:
+        stub = replay_pb2_grpc.ReplayServiceStub(ch)
+        request = replay_pb2.SampleRequest(batch_size=16, num_batches=10, batches_per_message=4)
+        messages = list(stub.Sample(request))
+    assert sum(m.batch_count for m in messages) == 10  # what was asked, in fewer messages
+    assert len(messages) < 10 and all(1 <= m.batch_count <= 4 for m in messages)
+    assert all(len(split_batches(m)) == m.batch_count for m in messages)
+    before = client.stats()
+    batches = list(client.sample_stream(batch_size=16, num_batches=10, per_message=4))
+    assert client.stats().sample_batches - before.sample_batches == 10
+    assert [len(b.transitions) for b in batches] == [16] * 10
+    for batch in batches:
+        assert len(batch.keys) == len(batch.weights) == 16
+        np.testing.assert_array_equal(batch.transitions.next_obs, batch.transitions.obs + 1)
+    sampler = PrefetchingSampler(client, batch_size=16, prefetch=8, per_message=4)
+    try:
+        assert all(len(sampler.next(timeout=10).keys) == 16 for _ in range(20))
+    finally:
+        sampler.close()
+
+
+def test_a_negative_batches_per_message_is_refused(client: ReplayClient, size: int) -> None:
+    assert_refused(
+        lambda: list(client.sample_stream(batch_size=8, num_batches=1, per_message=-1)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "batches_per_message must be >= 0",
+        client,
+        size,
+    )
 
 
 def test_prefetching_sampler_delivers_batches_and_closes_promptly(

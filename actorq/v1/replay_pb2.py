@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from actorq.v1 import common_pb2 as actorq_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61\x63torq/v1/replay.proto\x12\tactorq.v1\x1a\x16\x61\x63torq/v1/common.proto\"\x9e\x02\n\x0fTransitionChunk\x12\x1e\n\x03obs\x18\x01 \x01(\x0b\x32\x11.actorq.v1.Tensor\x12!\n\x06\x61\x63tion\x18\x02 \x01(\x0b\x32\x11.actorq.v1.Tensor\x12!\n\x06reward\x18\x03 \x01(\x0b\x32\x11.actorq.v1.Tensor\x12#\n\x08\x64iscount\x18\x04 \x01(\x0b\x32\x11.actorq.v1.Tensor\x12#\n\x08next_obs\x18\x05 \x01(\x0b\x32\x11.actorq.v1.Tensor\x12\x10\n\x08\x61\x63tor_id\x18\x06 \x01(\t\x12\x16\n\x0epolicy_version\x18\x07 \x01(\x03\x12\x10\n\x08sequence\x18\x08 \x01(\x03\x12\x0f\n\x07session\x18\t \x01(\x04\x12\x0e\n\x06\x63ommit\x18\n \x01(\x08\"W\n\x0eInsertResponse\x12\x0e\n\x06\x63hunks\x18\x01 \x01(\x03\x12\x13\n\x0btransitions\x18\x02 \x01(\x03\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x12\n\nduplicates\x18\x04 \x01(\x03\"8\n\rSampleRequest\x12\x12\n\nbatch_size\x18\x01 \x01(\x05\x12\x13\n\x0bnum_batches\x18\x02 \x01(\x03\"\x83\x01\n\x0bSampleBatch\x12/\n\x0btransitions\x18\x01 \x01(\x0b\x32\x1a.actorq.v1.TransitionChunk\x12\x1f\n\x04keys\x18\x02 \x01(\x0b\x32\x11.actorq.v1.Tensor\x12\"\n\x07weights\x18\x03 \x01(\x0b\x32\x11.actorq.v1.Tensor\"a\n\x17UpdatePrioritiesRequest\x12\x1f\n\x04keys\x18\x01 \x01(\x0b\x32\x11.actorq.v1.Tensor\x12%\n\npriorities\x18\x02 \x01(\x0b\x32\x11.actorq.v1.Tensor\"+\n\x18UpdatePrioritiesResponse\x12\x0f\n\x07updated\x18\x01 \x01(\x03\"\x14\n\x12ReplayStatsRequest\"\xe4\x04\n\x0bReplayStats\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x03\x12\x10\n\x08inserted\x18\x03 \x01(\x03\x12\x0f\n\x07sampled\x18\x04 \x01(\x03\x12\x0f\n\x07\x65victed\x18\x05 \x01(\x03\x12\x14\n\x0cinsert_calls\x18\x06 \x01(\x03\x12\x16\n\x0esample_batches\x18\x07 \x01(\x03\x12\x1a\n\x12samples_per_insert\x18\x08 \x01(\x01\x12\x1a\n\x12min_size_to_sample\x18\t \x01(\x03\x12\x14\n\x0c\x65rror_buffer\x18\n \x01(\x01\x12#\n\x1bobserved_samples_per_insert\x18\x0b \x01(\x01\x12\x18\n\x10insert_blocked_s\x18\x0c \x01(\x01\x12\x18\n\x10sample_blocked_s\x18\r \x01(\x01\x12\x46\n\x11inserted_by_actor\x18\x0e \x03(\x0b\x32+.actorq.v1.ReplayStats.InsertedByActorEntry\x12K\n\x14\x61\x63tor_last_seen_unix\x18\x0f \x03(\x0b\x32-.actorq.v1.ReplayStats.ActorLastSeenUnixEntry\x12\r\n\x05store\x18\x10 \x01(\t\x12\x16\n\x0erejected_calls\x18\x11 \x01(\x03\x1a\x36\n\x14InsertedByActorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x38\n\x16\x41\x63torLastSeenUnixEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xb0\x02\n\rReplayService\x12\x41\n\x06Insert\x12\x1a.actorq.v1.TransitionChunk\x1a\x19.actorq.v1.InsertResponse(\x01\x12<\n\x06Sample\x12\x18.actorq.v1.SampleRequest\x1a\x16.actorq.v1.SampleBatch0\x01\x12[\n\x10UpdatePriorities\x12\".actorq.v1.UpdatePrioritiesRequest\x1a#.actorq.v1.UpdatePrioritiesResponse\x12\x41\n\x08GetStats\x12\x1d.actorq.v1.ReplayStatsRequest\x1a\x16.actorq.v1.ReplayStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61\x63torq/v1/replay.proto\x12\tactorq.v1\x1a\x16\x61\x63torq/v1/common.proto\"\x9e\x02\n\x0fTransitionChunk\x12\x1e\n\x03obs\x18\x01 \x01(\x0b\x32\x11.actorq.v1.Tensor\x12!\n\x06\x61\x63tion\x18\x02 \x01(\x0b\x32\x11.actorq.v1.Tensor\x12!\n\x06reward\x18\x03 \x01(\x0b\x32\x11.actorq.v1.Tensor\x12#\n\x08\x64iscount\x18\x04 \x01(\x0b\x32\x11.actorq.v1.Tensor\x12#\n\x08next_obs\x18\x05 \x01(\x0b\x32\x11.actorq.v1.Tensor\x12\x10\n\x08\x61\x63tor_id\x18\x06 \x01(\t\x12\x16\n\x0epolicy_version\x18\x07 \x01(\x03\x12\x10\n\x08sequence\x18\x08 \x01(\x03\x12\x0f\n\x07session\x18\t \x01(\x04\x12\x0e\n\x06\x63ommit\x18\n \x01(\x08\"W\n\x0eInsertResponse\x12\x0e\n\x06\x63hunks\x18\x01 \x01(\x03\x12\x13\n\x0btransitions\x18\x02 \x01(\x03\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x12\n\nduplicates\x18\x04 \x01(\x03\"U\n\rSampleRequest\x12\x12\n\nbatch_size\x18\x01 \x01(\x05\x12\x13\n\x0bnum_batches\x18\x02 \x01(\x03\x12\x1b\n\x13\x62\x61tches_per_message\x18\x03 \x01(\x05\"\x98\x01\n\x0bSampleBatch\x12/\n\x0btransitions\x18\x01 \x01(\x0b\x32\x1a.actorq.v1.TransitionChunk\x12\x1f\n\x04keys\x18\x02 \x01(\x0b\x32\x11.actorq.v1.Tensor\x12\"\n\x07weights\x18\x03 \x01(\x0b\x32\x11.actorq.v1.Tensor\x12\x13\n\x0b\x62\x61tch_count\x18\x04 \x01(\x05\"a\n\x17UpdatePrioritiesRequest\x12\x1f\n\x04keys\x18\x01 \x01(\x0b\x32\x11.actorq.v1.Tensor\x12%\n\npriorities\x18\x02 \x01(\x0b\x32\x11.actorq.v1.Tensor\"+\n\x18UpdatePrioritiesResponse\x12\x0f\n\x07updated\x18\x01 \x01(\x03\"\x14\n\x12ReplayStatsRequest\"\xe4\x04\n\x0bReplayStats\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x03\x12\x10\n\x08inserted\x18\x03 \x01(\x03\x12\x0f\n\x07sampled\x18\x04 \x01(\x03\x12\x0f\n\x07\x65victed\x18\x05 \x01(\x03\x12\x14\n\x0cinsert_calls\x18\x06 \x01(\x03\x12\x16\n\x0esample_batches\x18\x07 \x01(\x03\x12\x1a\n\x12samples_per_insert\x18\x08 \x01(\x01\x12\x1a\n\x12min_size_to_sample\x18\t \x01(\x03\x12\x14\n\x0c\x65rror_buffer\x18\n \x01(\x01\x12#\n\x1bobserved_samples_per_insert\x18\x0b \x01(\x01\x12\x18\n\x10insert_blocked_s\x18\x0c \x01(\x01\x12\x18\n\x10sample_blocked_s\x18\r \x01(\x01\x12\x46\n\x11inserted_by_actor\x18\x0e \x03(\x0b\x32+.actorq.v1.ReplayStats.InsertedByActorEntry\x12K\n\x14\x61\x63tor_last_seen_unix\x18\x0f \x03(\x0b\x32-.actorq.v1.ReplayStats.ActorLastSeenUnixEntry\x12\r\n\x05store\x18\x10 \x01(\t\x12\x16\n\x0erejected_calls\x18\x11 \x01(\x03\x1a\x36\n\x14InsertedByActorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x38\n\x16\x41\x63torLastSeenUnixEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xb0\x02\n\rReplayService\x12\x41\n\x06Insert\x12\x1a.actorq.v1.TransitionChunk\x1a\x19.actorq.v1.InsertResponse(\x01\x12<\n\x06Sample\x12\x18.actorq.v1.SampleRequest\x1a\x16.actorq.v1.SampleBatch0\x01\x12[\n\x10UpdatePriorities\x12\".actorq.v1.UpdatePrioritiesRequest\x1a#.actorq.v1.UpdatePrioritiesResponse\x12\x41\n\x08GetStats\x12\x1d.actorq.v1.ReplayStatsRequest\x1a\x16.actorq.v1.ReplayStatsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,21 +41,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INSERTRESPONSE']._serialized_start=350
   _globals['_INSERTRESPONSE']._serialized_end=437
   _globals['_SAMPLEREQUEST']._serialized_start=439
-  _globals['_SAMPLEREQUEST']._serialized_end=495
-  _globals['_SAMPLEBATCH']._serialized_start=498
-  _globals['_SAMPLEBATCH']._serialized_end=629
-  _globals['_UPDATEPRIORITIESREQUEST']._serialized_start=631
-  _globals['_UPDATEPRIORITIESREQUEST']._serialized_end=728
-  _globals['_UPDATEPRIORITIESRESPONSE']._serialized_start=730
-  _globals['_UPDATEPRIORITIESRESPONSE']._serialized_end=773
-  _globals['_REPLAYSTATSREQUEST']._serialized_start=775
-  _globals['_REPLAYSTATSREQUEST']._serialized_end=795
-  _globals['_REPLAYSTATS']._serialized_start=798
-  _globals['_REPLAYSTATS']._serialized_end=1410
-  _globals['_REPLAYSTATS_INSERTEDBYACTORENTRY']._serialized_start=1298
-  _globals['_REPLAYSTATS_INSERTEDBYACTORENTRY']._serialized_end=1352
-  _globals['_REPLAYSTATS_ACTORLASTSEENUNIXENTRY']._serialized_start=1354
-  _globals['_REPLAYSTATS_ACTORLASTSEENUNIXENTRY']._serialized_end=1410
-  _globals['_REPLAYSERVICE']._serialized_start=1413
-  _globals['_REPLAYSERVICE']._serialized_end=1717
+  _globals['_SAMPLEREQUEST']._serialized_end=524
+  _globals['_SAMPLEBATCH']._serialized_start=527
+  _globals['_SAMPLEBATCH']._serialized_end=679
+  _globals['_UPDATEPRIORITIESREQUEST']._serialized_start=681
+  _globals['_UPDATEPRIORITIESREQUEST']._serialized_end=778
+  _globals['_UPDATEPRIORITIESRESPONSE']._serialized_start=780
+  _globals['_UPDATEPRIORITIESRESPONSE']._serialized_end=823
+  _globals['_REPLAYSTATSREQUEST']._serialized_start=825
+  _globals['_REPLAYSTATSREQUEST']._serialized_end=845
+  _globals['_REPLAYSTATS']._serialized_start=848
+  _globals['_REPLAYSTATS']._serialized_end=1460
+  _globals['_REPLAYSTATS_INSERTEDBYACTORENTRY']._serialized_start=1348
+  _globals['_REPLAYSTATS_INSERTEDBYACTORENTRY']._serialized_end=1402
+  _globals['_REPLAYSTATS_ACTORLASTSEENUNIXENTRY']._serialized_start=1404
+  _globals['_REPLAYSTATS_ACTORLASTSEENUNIXENTRY']._serialized_end=1460
+  _globals['_REPLAYSERVICE']._serialized_start=1463
+  _globals['_REPLAYSERVICE']._serialized_end=1767
 # @@protoc_insertion_point(module_scope)

@@ -44,22 +44,26 @@ class InsertResponse(_message.Message):
     def __init__(self, chunks: _Optional[int] = ..., transitions: _Optional[int] = ..., size: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
-    __slots__ = ("batch_size", "num_batches")
+    __slots__ = ("batch_size", "num_batches", "batches_per_message")
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     NUM_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_PER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     batch_size: int
     num_batches: int
-    def __init__(self, batch_size: _Optional[int] = ..., num_batches: _Optional[int] = ...) -> None: ...
+    batches_per_message: int
+    def __init__(self, batch_size: _Optional[int] = ..., num_batches: _Optional[int] = ..., batches_per_message: _Optional[int] = ...) -> None: ...
 
 class SampleBatch(_message.Message):
-    __slots__ = ("transitions", "keys", "weights")
+    __slots__ = ("transitions", "keys", "weights", "batch_count")
     TRANSITIONS_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_COUNT_FIELD_NUMBER: _ClassVar[int]
     transitions: TransitionChunk
     keys: _common_pb2.Tensor
     weights: _common_pb2.Tensor
-    def __init__(self, transitions: _Optional[_Union[TransitionChunk, _Mapping]] = ..., keys: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., weights: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    batch_count: int
+    def __init__(self, transitions: _Optional[_Union[TransitionChunk, _Mapping]] = ..., keys: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., weights: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., batch_count: _Optional[int] = ...) -> None: ...
 
 class UpdatePrioritiesRequest(_message.Message):
     __slots__ = ("keys", "priorities")

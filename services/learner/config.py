@@ -59,7 +59,14 @@ class LearnerConfig:
         "torch intra-op threads for the update step (`actorq train` sets it from its core "
         "budget: the CPUs its actors leave)",
     )
-    prefetch: int = opt(4, "sampled batches kept ready ahead of the update step")
+    prefetch: int = opt(
+        4, "sampled batches kept ready ahead of the update step (one Sample call each)"
+    )
+    batches_per_message: int = opt(
+        4,
+        "sampled batches the replay packs into one message (fewer messages: less gRPC "
+        "work beside a fast update step; the replay packs fewer where they would not fit)",
+    )
     priority_epsilon: float = opt(
         1e-3,
         "added to |TD error| to make a new priority, so no transition's chance of "
@@ -113,8 +120,9 @@ class LearnerConfig:
             raise ConfigError(
                 f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N (N: the GPU's index)"
             )
-        if self.prefetch < 1:
-            raise ConfigError(f"prefetch must be at least 1 batch, got {self.prefetch}")
+        for name in ("prefetch", "batches_per_message"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1 batch, got {getattr(self, name)}")
         if not (np.isfinite(self.priority_epsilon) and self.priority_epsilon > 0):
             raise ConfigError(
                 f"priority_epsilon must be a positive number, got {self.priority_epsilon}"

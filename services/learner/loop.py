@@ -163,7 +163,9 @@ class TrainingLoop:
                     self._stop.wait()
                     break
                 if sampler is None:
-                    sampler = PrefetchingSampler(self.replay, cfg.batch_size, cfg.prefetch)
+                    sampler = PrefetchingSampler(
+                        self.replay, cfg.batch_size, cfg.prefetch, cfg.batches_per_message
+                    )
                 waiting_since = time.perf_counter()
                 try:
                     sampled = sampler.next(timeout=0.5)

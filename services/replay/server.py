@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health
 
 from actorq import logs, metrics, tensor
@@ -76,6 +77,30 @@ _ERRORS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
 
 def _code(err: Exception) -> grpc.StatusCode:
     return next(code for exc, code in _ERRORS if isinstance(err, exc))
+
+
+def encode_batches(batches: Sequence[SampledBatch]) -> replay_pb2.SampleBatch:
+    """Sampled batches (one or more, of one size) as one SampleBatch message, their rows
+    one batch after the other."""
+    if len(batches) == 1:
+        return encode_batch(batches[0])
+    joined = SampledBatch(
+        {name: np.concatenate([b.columns[name] for b in batches]) for name in batches[0].columns},
+        np.concatenate([b.keys for b in batches]),
+        np.concatenate([b.weights for b in batches]),
+    )
+    msg = encode_batch(joined)
+    msg.batch_count = len(batches)
+    return msg
+
+
+def batches_per_message(table: Table, batch_size: int, asked: int) -> int:
+    """Batches one message carries: ``asked`` (0: 1), fewer where they would not fit."""
+    asked = max(1, asked)
+    if table.max_batch_bytes is None or table.signature is None:
+        return asked
+    per_batch = max(1, batch_size) * batch_row_bytes(table.signature)
+    return max(1, min(asked, table.max_batch_bytes // per_batch))
 
 
 def encode_batch(batch: SampledBatch) -> replay_pb2.SampleBatch:
@@ -184,11 +209,13 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
     ) -> Iterator[replay_pb2.SampleBatch]:
         """Stream batches until num_batches are sent (0: until the client cancels)."""
         table = self._table
-        if request.num_batches < 0:
+        if request.num_batches < 0 or request.batches_per_message < 0:
             table.note_rejected()
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"num_batches must be >= 0 (0 streams until cancelled), got {request.num_batches}",
+                "num_batches and batches_per_message must be >= 0 (num_batches 0 streams "
+                "until cancelled; batches_per_message 0 sends one batch per message), got "
+                f"{request.num_batches} and {request.batches_per_message}",
             )
         context.add_callback(table.wake)
         prefetcher: Prefetcher[replay_pb2.SampleBatch] | None = None
@@ -244,14 +271,17 @@ def _drawn_batches(
     is_active: Callable[[], bool],
     group: int = 1,
 ) -> Iterator[replay_pb2.SampleBatch]:
-    """Encoded batches, drawn up to ``group`` at a time (one store call, for Redis one
-    round trip) but never past num_batches; the table's error ends it."""
+    """Encoded messages of up to batches_per_message batches each, drawn up to ``group``
+    (at least batches_per_message) at a time (one store call, for Redis one round
+    trip) but never past num_batches; the table's error ends it."""
     sent = 0
+    group = max(group, request.batches_per_message)
     while request.num_batches == 0 or sent < request.num_batches:
         count = group if request.num_batches == 0 else min(group, request.num_batches - sent)
         batches = table.sample_many(request.batch_size, count, should_continue=is_active)
-        for batch in batches:
-            yield encode_batch(batch)
+        per = batches_per_message(table, request.batch_size, request.batches_per_message)
+        for first in range(0, len(batches), per):
+            yield encode_batches(batches[first : first + per])
         sent += len(batches)
 
 
@@ -294,9 +324,10 @@ def prefetched_batches(
         closed.set()
         table.wake()
 
+    per = max(1, request.batches_per_message)
     return Prefetcher(
         lambda: _drawn_batches(table, request, should_continue, depth),
-        depth,
+        max(1, -(-depth // per)),  # messages of up to ``per`` batches: depth batches
         "sample-prefetch",
         cancel,
     )
