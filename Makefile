@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 run: install
 	$(BIN)/actorq train --env CartPole-v1 --algo dqn --precision int8 --actors 2 \
-		--target-return 475 --sustain 3 --max-env-steps 100000 --seed 0 --out $(RUN_DIR)
+		--target-return 475 --sustain 3 --max-env-steps 150000 --seed 0 --out $(RUN_DIR)
 
 lint: install
 	$(BIN)/ruff check .

@@ -79,6 +79,22 @@ def test_the_listing_names_each_preset_and_its_settings() -> None:
     assert "learner.dqn.lr" in text
 
 
+def test_the_side_by_side_scenario_trains_what_make_run_trains() -> None:
+    """`actorq bench --scenario cartpole-quick` is issue 16's measurement of `make run`."""
+    recipe = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    words = recipe.split("$(BIN)/actorq train", 1)[1].split("--out", 1)[0].replace("\\", " ")
+    flags = dict(zip(words.split()[::2], words.split()[1::2], strict=True))
+    train = scenario.load_scenario("cartpole-quick").train
+    assert {k: flags[f"--{k.replace('_', '-')}"] for k in ("env", "algo", "actors")} == {
+        k: str(train[k]) for k in ("env", "algo", "actors")
+    }
+    assert flags["--precision"] == "int8" and scenario.load_scenario(
+        "cartpole-quick"
+    ).precisions == ["int8"]
+    for key in ("target_return", "sustain", "max_env_steps"):
+        assert float(flags[f"--{key.replace('_', '-')}"]) == float(train[key]), key
+
+
 def test_a_scenario_that_turns_the_preset_off_passes_the_switch_alone(tmp_path: Path) -> None:
     sc = scenario.load_scenario("cartpole-quick")
     sc.train["preset"] = False
