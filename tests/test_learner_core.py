@@ -91,6 +91,8 @@ def test_nested_dqn_settings_come_from_prefixed_flags() -> None:
         ("max_learner_steps", -1, "max_learner_steps must be >= 0"),
         ("torch_threads", 0, "torch_threads must be at least 1"),
         ("prefetch", 0, "prefetch must be at least 1"),
+        ("batches_per_message", 0, r"batches_per_message must be in \[1, 64\]"),
+        ("batches_per_message", 65, r"batches_per_message must be in \[1, 64\]"),
     ],
 )
 def test_config_refuses_values_that_cannot_work(field: str, value: object, message: str) -> None:

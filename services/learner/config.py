@@ -120,9 +120,12 @@ class LearnerConfig:
             raise ConfigError(
                 f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N (N: the GPU's index)"
             )
-        for name in ("prefetch", "batches_per_message"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1 batch, got {getattr(self, name)}")
+        if self.prefetch < 1:
+            raise ConfigError(f"prefetch must be at least 1 batch, got {self.prefetch}")
+        if not 1 <= self.batches_per_message <= 64:  # the replay's MAX_PER_MESSAGE
+            raise ConfigError(
+                f"batches_per_message must be in [1, 64], got {self.batches_per_message}"
+            )
         if not (np.isfinite(self.priority_epsilon) and self.priority_epsilon > 0):
             raise ConfigError(
                 f"priority_epsilon must be a positive number, got {self.priority_epsilon}"

@@ -51,6 +51,8 @@ SERVICE_NAME = replay_pb2.DESCRIPTOR.services_by_name["ReplayService"].full_name
 
 # Room left in a sampled batch's message for the protobuf framing around the arrays.
 _BATCH_HEADROOM_BYTES = 64 * 1024
+# Most batches one SampleBatch message may carry (SampleRequest.batches_per_message).
+MAX_PER_MESSAGE = 64
 # Drawn-but-unsent bytes one Sample stream may hold (prefetch_depth): a few batches
 # of the usual size, two of the largest.
 SAMPLE_BUFFER_BYTES = 2 * MAX_MESSAGE_BYTES
@@ -95,9 +97,10 @@ def encode_batches(batches: Sequence[SampledBatch]) -> replay_pb2.SampleBatch:
 
 
 def batches_per_message(table: Table, batch_size: int, asked: int) -> int:
-    """Batches one message carries: ``asked`` (0: 1), fewer where they would not fit."""
+    """Batches one message carries: ``asked`` (0: 1), fewer where they would not fit
+    (before the first insert, rows of the smallest possible size are assumed)."""
     asked = max(1, asked)
-    if table.max_batch_bytes is None or table.signature is None:
+    if table.max_batch_bytes is None:
         return asked
     per_batch = max(1, batch_size) * batch_row_bytes(table.signature)
     return max(1, min(asked, table.max_batch_bytes // per_batch))
@@ -209,13 +212,14 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
     ) -> Iterator[replay_pb2.SampleBatch]:
         """Stream batches until num_batches are sent (0: until the client cancels)."""
         table = self._table
-        if request.num_batches < 0 or request.batches_per_message < 0:
+        if request.num_batches < 0 or not 0 <= request.batches_per_message <= MAX_PER_MESSAGE:
             table.note_rejected()
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "num_batches and batches_per_message must be >= 0 (num_batches 0 streams "
-                "until cancelled; batches_per_message 0 sends one batch per message), got "
-                f"{request.num_batches} and {request.batches_per_message}",
+                f"num_batches must be >= 0 and batches_per_message in [0, {MAX_PER_MESSAGE}] "
+                "(num_batches 0 streams until cancelled; batches_per_message 0 sends one "
+                f"batch per message), got {request.num_batches} and "
+                f"{request.batches_per_message}",
             )
         context.add_callback(table.wake)
         prefetcher: Prefetcher[replay_pb2.SampleBatch] | None = None
@@ -275,9 +279,11 @@ def _drawn_batches(
     (at least batches_per_message) at a time (one store call, for Redis one round
     trip) but never past num_batches; the table's error ends it."""
     sent = 0
-    group = max(group, request.batches_per_message)
     while request.num_batches == 0 or sent < request.num_batches:
-        count = group if request.num_batches == 0 else min(group, request.num_batches - sent)
+        # Never more drawn at once than one message holds (or the prefetch depth).
+        per = batches_per_message(table, request.batch_size, request.batches_per_message)
+        want = max(group, per)
+        count = want if request.num_batches == 0 else min(want, request.num_batches - sent)
         batches = table.sample_many(request.batch_size, count, should_continue=is_active)
         per = batches_per_message(table, request.batch_size, request.batches_per_message)
         for first in range(0, len(batches), per):
