@@ -15,7 +15,7 @@ import numpy as np
 
 from actorq import tensor
 from actorq.rpc import PART_BYTES
-from actorq.transitions import TRANSITION_FIELDS, SampledBatch, Transitions
+from actorq.transitions import SampledBatch, Transitions
 from actorq.v1 import (
     actor_pb2,
     actor_pb2_grpc,
@@ -66,24 +66,7 @@ def split_batches(msg: replay_pb2.SampleBatch) -> list[SampledBatch]:
         tensor.from_proto(msg.keys),
         tensor.from_proto(msg.weights),
     )
-    count = max(1, msg.batch_count)
-    if count == 1:
-        return [whole]
-    rows, rest = divmod(len(whole.keys), count)
-    if rest or len(whole.weights) != len(whole.keys):
-        raise ValueError(
-            f"a SampleBatch of {len(whole.keys)} keys and {len(whole.weights)} weights "
-            f"cannot hold {count} batches of equal size"
-        )
-    t, k, w = whole.transitions, whole.keys, whole.weights
-    return [
-        SampledBatch(
-            Transitions(**{name: getattr(t, name)[i : i + rows] for name in TRANSITION_FIELDS}),
-            k[i : i + rows],
-            w[i : i + rows],
-        )
-        for i in range(0, len(k), rows)
-    ]
+    return [whole] if msg.batch_count <= 1 else whole.split(msg.batch_count)
 
 
 class ReplayClient:

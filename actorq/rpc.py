@@ -36,6 +36,8 @@ from actorq.malformed import MalformedRequests
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # Piece size for streamed blobs (weights, ONNX models).
 PART_BYTES = 1024 * 1024
+# Most sampled batches one SampleBatch message may carry (SampleRequest.batches_per_message).
+MAX_BATCHES_PER_MESSAGE = 64
 
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -43,6 +45,11 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.enable_retries", 1),
+    # Server-streaming calls (Sample, GetModel) are read on the calling thread. Without
+    # it gRPC Python polls them on a thread of the channel's, started anew each time the
+    # channel's last stream has ended: one thread per call for a caller that opens short
+    # streams back to back (the learner's Sample calls, ~100 a second).
+    (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
 ]
 
 # A health wait reconnects every 100 ms: with gRPC's default backoff (1 s, growing) a
@@ -53,11 +60,6 @@ HEALTH_POLL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 100),
 ]
-# A channel option: server-streaming calls are read on the calling thread. Without it
-# gRPC Python polls such calls on a thread of the channel's, started anew each time the
-# channel's last stream has ended (a caller that opens short streams back to back
-# starts one thread per stream).
-SINGLE_THREADED_STREAMS = grpc.experimental.ChannelOptions.SingleThreadedUnaryStream
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,10 @@ class Transitions:
     def __len__(self) -> int:
         return int(self.obs.shape[0])
 
+    def rows(self, start: int, stop: int) -> Transitions:
+        """Rows [start, stop) of every column (views, no copy)."""
+        return Transitions(**{name: getattr(self, name)[start:stop] for name in TRANSITION_FIELDS})
+
     def to_proto(self, actor_id: str = "", policy_version: int = 0) -> replay_pb2.TransitionChunk:
         msg = replay_pb2.TransitionChunk(actor_id=actor_id, policy_version=policy_version)
         for name in TRANSITION_FIELDS:
@@ -52,3 +56,21 @@ class SampledBatch:
     transitions: Transitions
     keys: np.ndarray
     weights: np.ndarray
+
+    def split(self, count: int) -> list[SampledBatch]:
+        """count batches of equal size, one after the other (views); ValueError when the
+        rows, keys and weights cannot be cut so."""
+        rows, rest = divmod(len(self.keys), count)
+        if rest or len(self.weights) != len(self.keys) or len(self.transitions) != len(self.keys):
+            raise ValueError(
+                f"a batch of {len(self.transitions)} rows, {len(self.keys)} keys and "
+                f"{len(self.weights)} weights cannot hold {count} batches of equal size"
+            )
+        return [
+            SampledBatch(
+                self.transitions.rows(i, i + rows),
+                self.keys[i : i + rows],
+                self.weights[i : i + rows],
+            )
+            for i in range(0, len(self.keys), rows)
+        ]

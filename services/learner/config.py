@@ -14,6 +14,7 @@ import numpy as np
 
 from actorq.config import ConfigError, opt
 from actorq.network import PRECISIONS
+from actorq.rpc import MAX_BATCHES_PER_MESSAGE
 from services.learner.algorithms import ALGORITHMS
 from services.learner.hyperparams import D4PGConfig, DQNConfig
 
@@ -122,9 +123,10 @@ class LearnerConfig:
             )
         if self.prefetch < 1:
             raise ConfigError(f"prefetch must be at least 1 batch, got {self.prefetch}")
-        if not 1 <= self.batches_per_message <= 64:  # the replay's MAX_PER_MESSAGE
+        if not 1 <= self.batches_per_message <= MAX_BATCHES_PER_MESSAGE:
             raise ConfigError(
-                f"batches_per_message must be in [1, 64], got {self.batches_per_message}"
+                f"batches_per_message must be in [1, {MAX_BATCHES_PER_MESSAGE}], "
+                f"got {self.batches_per_message}"
             )
         if not (np.isfinite(self.priority_epsilon) and self.priority_epsilon > 0):
             raise ConfigError(

@@ -19,7 +19,7 @@ from actorq import logs, metrics
 from actorq.auth import LEARNER
 from actorq.clients import QuantizerClient, ReplayClient
 from actorq.config import ConfigError, from_argv
-from actorq.rpc import SINGLE_THREADED_STREAMS, channel, run_until_signalled, service_server
+from actorq.rpc import channel, run_until_signalled, service_server
 from actorq.v1 import learner_pb2, learner_pb2_grpc
 from services.learner.actors import ActorWatch
 from services.learner.algorithms import ALGORITHMS
@@ -75,10 +75,7 @@ def build_server(
     torch.set_num_threads(cfg.torch_threads)
     spaces = ALGORITHMS[cfg.algo].read_spaces(cfg.env)
     learner = Learner(cfg, spaces.obs_dim, spaces.num_actions, spaces.action_bounds)
-    # Sample streams read on the prefetch thread itself: the default starts a poller
-    # thread whenever the channel's last stream ends, about 100 threads a second here.
-    replay_channel = channel(cfg.replay_address, LEARNER, options=[(SINGLE_THREADED_STREAMS, 1)])
-    channels = [replay_channel, channel(cfg.quantizer_address, LEARNER)]
+    channels = [channel(cfg.replay_address, LEARNER), channel(cfg.quantizer_address, LEARNER)]
     loop = TrainingLoop(
         cfg,
         learner,

@@ -20,6 +20,7 @@ from actorq import logs, metrics, tensor
 from actorq.config import from_argv
 from actorq.retry import BUSY_METADATA, DOWN_METADATA_KEY
 from actorq.rpc import (
+    MAX_BATCHES_PER_MESSAGE,
     MAX_MESSAGE_BYTES,
     DependencyWatch,
     run_until_signalled,
@@ -51,8 +52,6 @@ SERVICE_NAME = replay_pb2.DESCRIPTOR.services_by_name["ReplayService"].full_name
 
 # Room left in a sampled batch's message for the protobuf framing around the arrays.
 _BATCH_HEADROOM_BYTES = 64 * 1024
-# Most batches one SampleBatch message may carry (SampleRequest.batches_per_message).
-MAX_PER_MESSAGE = 64
 # Drawn-but-unsent bytes one Sample stream may hold (prefetch_depth): a few batches
 # of the usual size, two of the largest.
 SAMPLE_BUFFER_BYTES = 2 * MAX_MESSAGE_BYTES
@@ -212,11 +211,14 @@ class ReplayServicer(replay_pb2_grpc.ReplayServiceServicer):
     ) -> Iterator[replay_pb2.SampleBatch]:
         """Stream batches until num_batches are sent (0: until the client cancels)."""
         table = self._table
-        if request.num_batches < 0 or not 0 <= request.batches_per_message <= MAX_PER_MESSAGE:
+        if (
+            request.num_batches < 0
+            or not 0 <= request.batches_per_message <= MAX_BATCHES_PER_MESSAGE
+        ):
             table.note_rejected()
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"num_batches must be >= 0 and batches_per_message in [0, {MAX_PER_MESSAGE}] "
+                f"num_batches must be >= 0 and batches_per_message in [0, {MAX_BATCHES_PER_MESSAGE}] "
                 "(num_batches 0 streams until cancelled; batches_per_message 0 sends one "
                 f"batch per message), got {request.num_batches} and "
                 f"{request.batches_per_message}",
@@ -285,6 +287,7 @@ def _drawn_batches(
         want = max(group, per)
         count = want if request.num_batches == 0 else min(want, request.num_batches - sent)
         batches = table.sample_many(request.batch_size, count, should_continue=is_active)
+        # Again: an insert during the wait may have fixed the row size just now.
         per = batches_per_message(table, request.batch_size, request.batches_per_message)
         for first in range(0, len(batches), per):
             yield encode_batches(batches[first : first + per])
