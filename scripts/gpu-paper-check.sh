@@ -2,25 +2,37 @@
 # One paper-size scenario, fp32 vs int8 actors, with the FP32 learner on a CUDA GPU.
 #
 #   scripts/gpu-paper-check.sh OUT_DIR [--wheelhouse DIR] [--actors N] [--seconds S]
+#                              [--seeds "0 1 2"] [--deadline-s D] [--bench-seconds B]
 #
 # For a machine with one GPU and ~16 cores (the published ActorQ ran its learner on a
-# GPU and its actors on CPU cores). It runs `actorq train` on CartPole-v1 with the
-# 2048x2048x2048 Q-network twice, fp32 then int8 actors, each with the learner on
-# cuda and N actors (default: cores - 4, between 8 and 12), each run capped at S
-# seconds (default 240, so both fit in 10 minutes), and writes both summaries and a
-# comparison to OUT_DIR. Nothing is downloaded: what the machine lacks must come
-# from --wheelhouse (wheels for this Python; see the check below), else the script
-# names what is missing and exits 3. codecarbon is optional (carbon: unavailable).
+# GPU and its actors on CPU cores). First `actorq bench learner --device cuda` measures
+# the learner service against a bare CUDA update loop for DQN and D4PG at the paper
+# preset (B-second windows, default 6; 0 skips it; D4PG on dmc:cartpole-balance when
+# dm_control is installed, else on Pendulum-v1's shapes). Then, for each seed, it runs
+# `actorq train` on CartPole-v1 with the 2048x2048x2048 Q-network twice, fp32 then int8
+# actors (interleaved, one pair per seed), each with the learner on cuda and N actors
+# (default: cores - 4, between 8 and 12), each run capped at S seconds (default 100). A
+# seed whose two runs could not finish before D seconds after the script's start (default
+# 540, so the whole check fits in 10 minutes) is skipped and said so. It writes every summary,
+# and one comparison (gpu-paper-check.json: per seed and the median fp32/int8 time
+# ratio over the seeds where both reached the target), to OUT_DIR. Nothing is
+# downloaded: what the machine lacks must come from --wheelhouse (wheels for this
+# Python; see the check below), else the script names what is missing and exits 3.
+# codecarbon is optional (carbon: unavailable).
 set -uo pipefail
 
-out="${1:?usage: scripts/gpu-paper-check.sh OUT_DIR [--wheelhouse DIR] [--actors N] [--seconds S]}"
+start=$SECONDS
+out="${1:?usage: scripts/gpu-paper-check.sh OUT_DIR [--wheelhouse DIR] [--actors N] [--seconds S] [--seeds LIST] [--deadline-s D] [--bench-seconds B]}"
 shift
-wheelhouse="" actors="" seconds=240
+wheelhouse="" actors="" seconds=100 seeds="0 1 2" deadline=540 bench_seconds=6
 while [ $# -gt 0 ]; do
   case "$1" in
     --wheelhouse) wheelhouse="$2"; shift 2 ;;
     --actors) actors="$2"; shift 2 ;;
     --seconds) seconds="$2"; shift 2 ;;
+    --seeds) seeds="$2"; shift 2 ;;
+    --deadline-s) deadline="$2"; shift 2 ;;
+    --bench-seconds) bench_seconds="$2"; shift 2 ;;
     *) echo "gpu-paper-check: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -62,6 +74,13 @@ if [ -n "$missing" ] || ! "$py" -c "import actorq, commands" 2>/dev/null; then
     || { log "installing actorq itself failed"; exit 3; }
   py="$venv/bin/python"
 fi
+# Present is not enough: the generated gRPC code needs grpcio and protobuf at least as new
+# as the ones it was generated with; this import says which is too old.
+if ! err=$(cd "$root" && "$py" -c "import actorq.v1.learner_pb2_grpc, grpc_health.v1.health, grpc_reflection.v1alpha.reflection" 2>&1); then
+  log "cannot train: ${err##*$'\n'}"
+  log "pass --wheelhouse DIR with newer wheels (pyproject.toml lists the versions needed)"
+  exit 3
+fi
 if ! "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   log "torch sees no CUDA GPU here: nothing to check"
   exit 3
@@ -72,10 +91,26 @@ cores=$(nproc)
 if [ -z "$actors" ]; then
   actors=$(( cores - 4 )); [ "$actors" -lt 8 ] && actors=8; [ "$actors" -gt 12 ] && actors=12
 fi
+status=0
 carbon="--no-carbon"
 [ -z "${optional##*codecarbon*}" ] || carbon=""
 
-# 2. The scenario: paper-size DQN on CartPole-v1, learner on cuda, both precisions.
+# 2. The learner service against a bare CUDA update loop, paper preset, DQN and D4PG.
+if [ "$bench_seconds" != 0 ]; then
+  d4pg_env="Pendulum-v1"
+  [ -n "${optional##*dm_control*}" ] && d4pg_env="dmc:cartpole-balance"
+  for algo in dqn d4pg; do
+    env="CartPole-v1"; [ "$algo" = d4pg ] && env="$d4pg_env"
+    log "actorq bench learner --algo $algo --preset paper --device cuda --env $env"
+    (cd "$root" && timeout $(( bench_seconds * 4 + 120 )) "$py" -m commands.cli bench learner \
+      --algo "$algo" --preset paper --device cuda --env "$env" --seconds "$bench_seconds" \
+      --repeats 2 --out "$out/learner-bench-$algo.json") 2>&1 | tee -a "$out/check.log" || status=1
+  done
+fi
+
+# 3. The scenario: paper-size DQN on CartPole-v1, learner on cuda, both precisions. Its
+#    settings are the config below alone (--no-preset: CartPole's preset is tuned for the
+#    small network of `make run`).
 cat > "$out/config.yaml" <<'YAML'
 train:
   eval_every_s: 10.0
@@ -91,27 +126,54 @@ learner:
     lr: 0.0001
     target_update_every: 100
 YAML
-status=0
-for precision in fp32 int8; do
-  log "training $precision: $actors actors, learner on cuda, <= ${seconds}s"
-  "$py" -m commands.cli train --env CartPole-v1 --algo dqn --precision "$precision" \
-    --actors "$actors" --learner-device cuda --target-return 195 --eval-episodes 10 \
-    --max-env-steps none --max-seconds "$seconds" --config "$out/config.yaml" --quiet $carbon \
-    --out "$out/$precision" 2>&1 | tee -a "$out/check.log" || status=1
+for seed in $seeds; do
+  # Both runs' caps, start-ups and final evaluations must fit before the deadline.
+  if [ $(( SECONDS - start + 2 * (seconds + 40) )) -gt "$deadline" ]; then
+    log "skipped seed $seed: its two runs might not end within ${deadline}s of the start"
+    continue
+  fi
+  for precision in fp32 int8; do
+    log "training seed $seed $precision: $actors actors, learner on cuda, <= ${seconds}s"
+    (cd "$root" && timeout $(( seconds + 120 )) "$py" -m commands.cli train --env CartPole-v1 \
+      --algo dqn --precision "$precision" --seed "$seed" --actors "$actors" \
+      --learner-device cuda --target-return 195 --eval-episodes 10 --max-env-steps none \
+      --max-seconds "$seconds" --config "$out/config.yaml" --no-preset --quiet $carbon \
+      --out "$out/s$seed-$precision") 2>&1 | tee -a "$out/check.log" || status=1
+  done
 done
 
-# 3. The comparison, one JSON for the README.
-"$py" - "$out" <<'PY' | tee -a "$out/check.log"
-import json, sys, pathlib
+# 4. The comparison, one JSON for the README.
+(cd "$root" && "$py" - "$out") <<'PY' | tee -a "$out/check.log"
+import json, statistics, sys, pathlib
+import torch
+from commands.machine import run_machine
 out = pathlib.Path(sys.argv[1])
-runs = {p: json.loads((out / p / "summary.json").read_text()) for p in ("fp32", "int8")
-        if (out / p / "summary.json").exists()}
-keys = ("reached_target", "time_to_target_s", "env_steps_to_target", "learner_steps",
-        "learner_steps_per_s", "observed_env_steps_per_s", "eval", "regime", "wall_s")
-result = {p: {k: s.get(k) for k in keys} for p, s in runs.items()}
-if all(runs.get(p, {}).get("time_to_target_s") for p in ("fp32", "int8")):
-    result["fp32_over_int8_time"] = runs["fp32"]["time_to_target_s"] / runs["int8"]["time_to_target_s"]
+keys = ("seed", "reached_target", "time_to_target_s", "env_steps_to_target", "stop_reason",
+        "env_steps", "learner_steps", "learner_steps_per_s", "observed_env_steps_per_s",
+        "actor_env_steps_per_s", "breakdown_us_per_step", "model_swap_ms", "model_bytes",
+        "eval", "regime", "startup_s", "wall_s")
+runs = {}
+for summary in sorted(out.glob("s*-*/summary.json")):
+    s = json.loads(summary.read_text())
+    runs[summary.parent.name] = {k: s.get(k) for k in keys}
+result = {"machine": run_machine(), "gpu": torch.cuda.get_device_name(0), "runs": runs,
+          "ratios": {}}
+for name, run in runs.items():
+    seed, precision = name[1:].split("-")
+    twin = runs.get(f"s{seed}-int8") if precision == "fp32" else None
+    if twin and run["time_to_target_s"] and twin["time_to_target_s"]:
+        result["ratios"][seed] = run["time_to_target_s"] / twin["time_to_target_s"]
+if result["ratios"]:
+    result["median_fp32_over_int8_time"] = statistics.median(result["ratios"].values())
+for algo in ("dqn", "d4pg"):
+    bench = out / f"learner-bench-{algo}.json"
+    if bench.exists():
+        result[f"learner_bench_{algo}"] = json.loads(bench.read_text())
 (out / "gpu-paper-check.json").write_text(json.dumps(result, indent=2))
-print(json.dumps(result, indent=2))
+print(json.dumps({k: v for k, v in result.items() if k not in ("runs", "machine")}, indent=2))
+for name, run in runs.items():
+    print(name, run["stop_reason"], "time to target", run["time_to_target_s"], "env steps",
+          run["env_steps_to_target"], "env steps/s", run["observed_env_steps_per_s"],
+          "learner steps/s", run["learner_steps_per_s"], "bound", (run["regime"] or {}).get("bound"))
 PY
 exit $status

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from commands import report
+from commands import machine, report
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -94,6 +94,64 @@ def test_report_numbers_match_the_runs_summary(small_run: tuple[Path, dict[str, 
         assert agg["breakdown_us_per_step"][part]["median"] == value
     assert agg["energy_kwh"]["median"] == summary["energy_kwh"]
     assert agg["emissions_kg"]["median"] == summary["emissions_kg"]
+
+
+def test_a_run_records_its_machine_and_the_report_quotes_it(
+    small_run: tuple[Path, dict[str, Any]],
+) -> None:
+    out, summary = small_run
+    here = machine.run_machine()
+    assert summary["machine"]["cpu_model"] == here["cpu_model"]
+    assert summary["machine"]["versions"]["onnxruntime"] == here["versions"]["onnxruntime"]
+    # The learner said where it trained (no GPU here): the CPU and its torch threads.
+    assert (
+        summary["learner_device"].startswith("cpu (")
+        and "torch thread" in summary["learner_device"]
+    )
+    md = (out / "report.md").read_text()
+    assert (
+        f"Machine: {machine.line(summary['machine'])}; learner on {summary['learner_device']}."
+        in md
+    )
+
+
+def test_a_report_names_the_runs_machine_not_the_one_it_is_built_on(tmp_path: Path) -> None:
+    elsewhere = {
+        **machine.run_machine(),
+        "cpu_model": "Some GPU Host CPU",
+        "usable_cpus": 16,
+        "versions": {"onnxruntime": "9.9.9", "torch": "9.9.9+cu", "codecarbon": None},
+    }
+    runs = [
+        report.Run(
+            tmp_path / n,
+            {
+                **_summary(p, 0, 30.0, 3.0, 100.0),
+                "machine": elsewhere,
+                "learner_device": "cuda:0 (Some GPU)",
+            },
+        )
+        for n, p in (("a", "fp32"), ("b", "int8"))
+    ]
+    for run in runs:
+        run.dir.mkdir()
+        (run.dir / "summary.json").write_text(json.dumps(run.summary.to_dict()))
+    agg = report.build([tmp_path], tmp_path / "report")
+    assert agg["machine"].startswith("Some GPU Host CPU, 16 CPUs")
+    assert "onnxruntime 9.9.9, torch 9.9.9+cu" in agg["machine"]
+    assert agg["machine"].endswith("; learner on cuda:0 (Some GPU)")
+    assert machine.run_machine()["cpu_model"] not in agg["machine"]
+
+
+def test_the_machine_sentence_says_when_runs_differ_or_recorded_none() -> None:
+    a = {**machine.run_machine(), "cpu_model": "A"}
+    b = {**a, "cpu_model": "B"}
+    assert machine.of_runs([{}, {}], ["", ""]).startswith("not recorded in these runs")
+    assert machine.of_runs([a, b], []).startswith("the runs differ: A, ")
+    assert machine.of_runs([a, {}], ["cpu (1 torch threads)"]).endswith(
+        "; learner on cpu (1 torch threads) (1 run(s) did not record one)"
+    )
+    assert machine.of_runs([a, a], []) == machine.line(a)
 
 
 def test_report_markdown_shows_the_summarys_figures_and_how_power_was_obtained(

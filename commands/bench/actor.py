@@ -38,7 +38,7 @@ import numpy as np
 
 from actorq.envs import flat_obs, make_env
 from actorq.v1 import common_pb2
-from commands.bench.machine import describe, machine_info
+from commands.machine import describe, machine_info
 from services.actor.policy import OnnxPolicy
 from services.quantizer.bench import time_interleaved, torch_like_weights
 from services.quantizer.config import QuantizerConfig

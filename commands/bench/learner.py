@@ -42,7 +42,7 @@ from actorq.config import ConfigError
 from actorq.rpc import channel
 from actorq.transitions import Transitions
 from commands import procs
-from commands.bench.machine import describe, machine_info
+from commands.machine import describe, machine_info
 from commands.train.args import deep_merge, default_config
 from services.learner.algorithms import ALGORITHMS, EnvSpaces
 

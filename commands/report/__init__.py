@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from commands.bench.machine import machine_info
+from commands import machine
 from commands.report.data import (
     ACTOR_BENCH_FILE,
     ReportError,
@@ -65,7 +65,9 @@ def build(
     agg = aggregate(runs)
     bench = actor_bench if actor_bench is not None else find_actor_bench([*paths, out])
     meta = read_bench_meta(paths)
-    agg["machine"] = machine_info(("numpy", "onnxruntime", "torch", "codecarbon"))
+    agg["machine"] = machine.of_runs(
+        [r.summary.machine for r in runs], [r.summary.learner_device for r in runs]
+    )
     agg["bench"] = {k: v for k, v in meta.items() if k != "runs"} if meta else None
     agg["actor_bench"] = bench
     plot_return_vs_time(runs, agg, out / "return_vs_time.png")

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from commands.bench.machine import describe
+from commands.machine import describe
 from commands.report.data import BREAKDOWN_STEP, Run, median, ratio
 
 
@@ -231,15 +231,13 @@ def _intro(agg: dict[str, Any], runs: Sequence[Run]) -> list[str]:
     first = runs[0].summary
     bench = agg.get("bench") or {}
     scenario = bench.get("scenario") or {}
-    versions = agg["machine"]["versions"]
     command = f" Command: `{bench['command']}`." if bench.get("command") else ""
     return [
         f"# ActorQ report: {scenario.get('name') or f'{first.env} {first.algo}'}",
         "",
         scenario.get("description", "") or "",
         "",
-        f"Machine: {describe(agg['machine'])}; onnxruntime {versions.get('onnxruntime')}, "
-        f"torch {versions.get('torch')}, codecarbon {versions.get('codecarbon')}.",
+        f"Machine: {agg['machine']}.",
         f"Runs: {len(runs)} ({first.env}, {first.algo}, {first.actors} actors, "
         f"target {first.target_return}).{command}",
         "",

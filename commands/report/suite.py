@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from actorq.network import PRECISIONS
-from commands.bench.machine import describe, machine_info
+from commands import machine
 from commands.bench.stats import Interval, equivalent, ratio_of_medians, time_to_target
 from commands.report.data import ReportError, Run, find_runs
 from commands.report.suite_plots import plot_curves, plot_ratios
@@ -164,7 +164,10 @@ def build_suite(out: Path, dest: Path | None = None, name: str = "report") -> di
         "description": meta.get("description"),
         "command": meta.get("command"),
         "seeds": meta.get("seeds"),
-        "machine": machine_info(("numpy", "onnxruntime", "torch", "codecarbon")),
+        "machine": machine.of_runs(
+            [r.summary.machine for rs in runs.values() for r in rs],
+            [r.summary.learner_device for rs in runs.values() for r in rs],
+        ),
         "scenarios": scenarios,
     }
     plots = {}
@@ -289,7 +292,7 @@ def markdown(result: dict[str, Any], plots: dict[str, str], ratios_plot: str) ->
         "",
         str(result.get("description") or ""),
         "",
-        f"Machine: {describe(result['machine'])}. Seeds: {result.get('seeds')}. "
+        f"Machine: {result['machine']}. Seeds: {result.get('seeds')}. "
         f"Command: `{result.get('command') or 'actorq bench --suite ...'}`.",
         "",
         *summary_table(scenarios),

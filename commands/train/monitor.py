@@ -26,6 +26,7 @@ from actorq.clients import ActorClient, LearnerClient, QuantizerClient, ReplayCl
 from actorq.retry import dependency_down
 from actorq.rpc import channel
 from actorq.v1 import actor_pb2, learner_pb2, replay_pb2
+from commands.machine import run_machine
 from commands.train import presets
 from commands.train import summary as summaries
 from commands.train.args import TrainArgs
@@ -294,6 +295,8 @@ class Watch:
             learner_steps_per_s=round(learner.learner_steps_per_s, 1) if learner else None,
             active_actors=summaries.active_actor_figures(state.actor_counts),
             regime=regime(actors, learner, self.cpu_shares(), self.cpus),
+            machine=run_machine(),
+            learner_device=learner.device if learner else "",
         )
 
     # The processes' CPU shares: none known here (attached to services run elsewhere).

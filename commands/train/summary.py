@@ -208,6 +208,11 @@ class RunSummary:
     active_actors: ActiveActors | None = None
     # Which side bounded the run (actors or learner), and the CPU each side used.
     regime: Regime | None = None
+    # Where it ran: the launcher's machine (CPU model, cores, int8 flags, package
+    # versions; commands.machine.run_machine) and where the learner trained, as the
+    # learner said ("cpu (N torch threads)", "cuda:0 (GPU name)"; '' if never heard).
+    machine: dict[str, Any] = field(default_factory=dict)
+    learner_device: str = ""
 
     @property
     def ended_as_planned(self) -> bool:

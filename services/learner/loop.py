@@ -310,7 +310,7 @@ class TrainingLoop:
             sample_wait_s=self.times.sample_wait_s,
             update_s=self.times.update_s,
             loop_s=self.times.loop_s,
-            device=str(lr.agent.device),
+            device=lr.device_name(),
             publishes_refused=self.publisher.refused,
             publish_error=self.publisher.refusal,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
@@ -72,3 +73,40 @@ def describe(info: dict[str, Any]) -> str:
         f"{info.get('cpu_model')}, {info.get('usable_cpus')} CPUs, "
         f"VNNI: {', '.join(vnni) if vnni else 'none'}"
     )
+
+
+RUN_PACKAGES = ("numpy", "onnxruntime", "torch", "codecarbon")
+
+
+def run_machine() -> dict[str, Any]:
+    """The machine a train run records in its summary: the launcher's (in ``actorq train``
+    every service runs there too; attached, the services may run elsewhere)."""
+    return machine_info(RUN_PACKAGES)
+
+
+def line(info: dict[str, Any]) -> str:
+    """describe() with the package versions a report quotes."""
+    versions = info.get("versions") or {}
+    return (
+        f"{describe(info)}; onnxruntime {versions.get('onnxruntime')}, "
+        f"torch {versions.get('torch')}, codecarbon {versions.get('codecarbon')}"
+    )
+
+
+def of_runs(machines: Sequence[dict[str, Any]], learner_devices: Sequence[str]) -> str:
+    """One sentence naming the machine the runs recorded (and where their learners
+    trained): never the machine a report happens to be built on."""
+    known = [m for m in machines if m]
+    lines = sorted({line(m) for m in known})
+    devices = sorted({d for d in learner_devices if d})
+    where = f"; learner on {' / '.join(devices)}" if devices else ""
+    if not lines:
+        return f"not recorded in these runs' summaries (runs made before they recorded it){where}"
+    missing = (
+        f" ({len(machines) - len(known)} run(s) did not record one)"
+        if len(known) < len(machines)
+        else ""
+    )
+    if len(lines) > 1:
+        return f"the runs differ: {' | '.join(lines)}{where}{missing}"
+    return f"{lines[0]}{where}{missing}"
