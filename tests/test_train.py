@@ -161,6 +161,11 @@ def test_int8_dqn_reaches_475_on_cartpole(
     assert summary["time_to_target_s"] <= summary["time_to_sustained_target_s"]
     assert summary["env_steps_to_sustained_target"] <= budget
     assert summary["eval"]["int8"] >= 475
+    # The version that held it was evaluated in fp32 too (its twin, full episodes).
+    twin = summary["eval_detail"]["final"]["fp32"]
+    assert "error" not in twin, twin
+    assert twin["version"] == held["version"] and twin["episodes"] == 20
+    assert summary["eval"]["fp32"] == twin["mean_return"]
 
 
 def _pids_with_arg(text: str) -> list[int]:

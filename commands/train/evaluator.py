@@ -34,6 +34,38 @@ def pause_after(cpu_s: float, busy_s: float, share: float, min_pause_s: float) -
     return max(min_pause_s, cpu_s / share - busy_s)
 
 
+# Tries at fetching one version in both precisions before evaluating without its twin.
+PAIR_TRIES = 3
+
+
+def fetch_pair(
+    client: QuantizerClient, precision: str, newer_than: int, wait_s: float
+) -> tuple[FetchedModel, dict[str, FetchedModel]] | None:
+    """The newest artifact of precision newer than ``newer_than`` and its twins: the
+    other precisions' artifacts of the same version (None: nothing newer came).
+
+    The quantizer serves a version's artifacts together, but a newer version can be
+    served between two fetches; the pair then moves to that newer version (up to
+    PAIR_TRIES fetches of precision), so the version evaluated has its twin. Where none
+    matched, the twins are {} and the newest artifact of precision is still returned.
+    """
+    fetched = client.fetch(precision, newer_than=newer_than, wait_s=wait_s)
+    if fetched is None:
+        return None
+    for _ in range(PAIR_TRIES):
+        version = int(fetched.artifact.version)
+        others = {o: client.fetch(o, newer_than=version - 1) for o in PRECISIONS if o != precision}
+        twins = {o: m for o, m in others.items() if m and int(m.artifact.version) == version}
+        if len(twins) == len(others):
+            return fetched, twins
+        newest = max((int(m.artifact.version) for m in others.values() if m), default=version)
+        again = client.fetch(precision, newer_than=newest - 1) if newest > version else None
+        if again is None:  # no newer twin to move to: this version has none
+            return fetched, twins
+        fetched = again
+    return fetched, {}
+
+
 class Evaluator(threading.Thread):
     """Greedy episodes with the newest served artifact of the run's precision.
 
@@ -74,17 +106,15 @@ class Evaluator(threading.Thread):
         Also keeps the other precision's artifact of the same version, so the
         version that reaches the target can be evaluated in both precisions.
         """
-        fetched = self._client.fetch(precision, newer_than=newer_than, wait_s=wait_s)
-        if fetched is None:
+        pair = fetch_pair(self._client, precision, newer_than, wait_s)
+        if pair is None:
             return None
+        fetched, twins = pair
         version = int(fetched.artifact.version)
         self.seen_version = max(self.seen_version, version)
-        for other in PRECISIONS:
-            if other != precision:
-                twin = self._client.fetch(other, newer_than=version - 1)
-                if twin is not None and twin.artifact.version == version:
-                    # Keep only the newest: paper-size fp32 models are 34 MB each.
-                    self.twins = {(version, other): twin}
+        if twins:
+            # Keep only the newest: paper-size fp32 models are 34 MB each.
+            self.twins = {(version, other): twin for other, twin in twins.items()}
         record = self.evaluate_model(fetched, precision, early_stop)
         twins = {p: m for (v, p), m in self.twins.items() if v == version}
         self.policies.keep({**twins, precision: fetched}, {precision: record})
@@ -143,6 +173,10 @@ class Evaluator(threading.Thread):
                 continue
             version = record.version
             self.state.add_eval(record, self.args.target_return, self.args.sustain)
+            if self.state.sustained is not None:
+                # The run's result is settled: another evaluation would only replace the
+                # twin kept of the version that held the target (its final evaluation).
+                return
             busy_s = time.monotonic() - started
             cpu_s = time.thread_time() - cpu_before
             self.stop_event.wait(
@@ -164,7 +198,17 @@ class Evaluator(threading.Thread):
         artifact of each precision, or why there is none.
         """
         if reached is not None:
-            return {p: twin for (v, p), twin in self.twins.items() if v == reached.version}
+            kept: dict[str, FetchedModel | EvalFailure] = {
+                p: twin for (v, p), twin in self.twins.items() if v == reached.version
+            }
+            for p in PRECISIONS:
+                if p != reached.precision and p not in kept:
+                    kept[p] = EvalFailure(
+                        f"no {p} artifact of version {reached.version} was fetched: the "
+                        f"quantizer served a newer version each of {PAIR_TRIES} times it was "
+                        f"asked, or builds no {p} artifact"
+                    )
+            return kept
         out: dict[str, FetchedModel | EvalFailure] = {}
         deadline = time.monotonic() + wait_s
         for precision in PRECISIONS:
