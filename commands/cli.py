@@ -34,6 +34,13 @@ def serve(service: str, argv: Sequence[str]) -> int:
     delaying it (start-up time is the first thing a user sees).
     """
     procs.die_with_parent_from_env()
+    try:
+        pinned = procs.pin_from_env()
+    except ConfigError as err:
+        print(f"actorq serve {service}: error: {err}", file=sys.stderr)
+        return 2
+    if pinned:
+        print(f"actorq serve {service}: {pinned}", file=sys.stderr)
     tracker = carbon.start_from_env()
     try:
         module = importlib.import_module(f"services.{service}.server")

@@ -25,9 +25,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from actorq.config import ConfigError
 from actorq.rpc import wait_healthy
 
 _PR_SET_PDEATHSIG = 1
+# The CPUs a service process runs on (its affinity), when the launcher pins them.
+CPUS_ENV = "ACTORQ_CPUS"
 
 
 _handed_out: set[int] = set()
@@ -49,6 +52,36 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 PARENT_PID_ENV = "ACTORQ_PARENT_PID"
+
+
+def pin_from_env() -> str:
+    """In a service process, as its first act (one thread yet, so every later thread
+    inherits it): run on the CPUs ``ACTORQ_CPUS`` lists ("0" or "2,3"). Returns what was
+    done, '' when the variable is unset; ConfigError when it names no usable CPU."""
+    value = os.environ.get(CPUS_ENV, "").strip()
+    if not value:
+        return ""
+    try:
+        cpus = {int(c) for c in value.split(",")}
+        os.sched_setaffinity(0, cpus)
+    except (ValueError, OSError) as err:
+        raise ConfigError(
+            f"{CPUS_ENV}={value!r}: not a comma-separated list of CPUs this process may use "
+            f"({err}); unset it to run on every CPU"
+        ) from None
+    except AttributeError:  # not Linux: no affinity to set
+        return ""
+    return f"pinned to CPU {','.join(str(c) for c in sorted(cpus))} ({CPUS_ENV})"
+
+
+def pin_all_threads(cpus: Sequence[int]) -> None:
+    """This process's threads, each of them (Linux sets affinity per thread), onto cpus;
+    threads started later inherit it from the one that starts them."""
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), set(cpus))
+        except (OSError, ValueError):  # a thread that ended meanwhile
+            continue
 
 
 def die_with_parent_from_env() -> None:

@@ -65,6 +65,11 @@ class TrainArgs:
         "the most of one CPU the evaluation may take while training runs (a duty cycle: after "
         "an evaluation of C CPU-seconds it pauses until C is this share of its time)",
     )
+    pin_learner: bool = opt(
+        False,
+        "give the learner CPUs of its own (its torch threads' worth, at least one CPU left) and "
+        "run every other process on the rest: for runs the learner bounds, on few cores",
+    )
     startup_timeout_s: float = opt(120.0, "seconds to wait for all services' health checks")
     poll_s: float = opt(1.0, "seconds between progress polls (metrics.jsonl lines)")
     stall_timeout_s: float = opt(

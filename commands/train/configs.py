@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -202,6 +202,39 @@ def learner_threads(cpus: int, actors: int) -> int:
     return max(1, cpus - actors)
 
 
+@dataclass(frozen=True)
+class CpuSplit:
+    """CPUs of the learner's own, and those every other process of the run shares."""
+
+    learner: tuple[int, ...]
+    rest: tuple[int, ...]
+
+
+def cpu_split(cpus: Sequence[int], learner_threads: int) -> CpuSplit | None:
+    """``train.pin_learner``'s split of the CPUs this launcher may use: the first
+    ``learner_threads`` to the learner, at least one left for the rest; None with one CPU."""
+    ordered = sorted(cpus)
+    if len(ordered) < 2:
+        return None
+    own = min(max(1, learner_threads), len(ordered) - 1)
+    return CpuSplit(tuple(ordered[:own]), tuple(ordered[own:]))
+
+
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def run_split(plan: RunConfig) -> CpuSplit | None:
+    """The run's CPU split when ``train.pin_learner`` is on (and there are CPUs to split)."""
+    if not plan.train.pin_learner:
+        return None
+    return cpu_split(usable_cpus(), plan.learner.torch_threads)
+
+
 def core_budget(plan: RunConfig) -> str:
     """One line on how the run's processes share this machine's CPUs."""
     cpus, actors = available_cpus(), len(plan.actors)
@@ -210,9 +243,22 @@ def core_budget(plan: RunConfig) -> str:
         f"core budget: {cpus} CPU{'s' * (cpus != 1)}; {actors} actor(s) x 1 thread, learner "
         f"{threads} torch thread{'s' * (threads != 1)} (device {plan.learner.device})"
     )
+    split = run_split(plan)
+    if split is not None:
+        return (
+            f"{line}; the learner pinned to CPU {_cpus(split.learner)}, actors, replay, "
+            f"quantizer and the evaluator on CPU {_cpus(split.rest)} (train.pin_learner)"
+        )
     if actors + threads > cpus:
         line += "; oversubscribed"
-    return line + "; replay, quantizer and the evaluator share them"
+    line += "; replay, quantizer and the evaluator share them"
+    if plan.train.pin_learner:
+        line += " (train.pin_learner: one CPU, nothing to pin)"
+    return line
+
+
+def _cpus(cpus: Sequence[int]) -> str:
+    return ",".join(str(c) for c in cpus)
 
 
 def resolve(args: TrainArgs, out: Path) -> tuple[dict[str, Any], dict[str, int]]:

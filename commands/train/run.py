@@ -50,6 +50,7 @@ from commands.train.configs import (
     available_cpus,
     core_budget,
     resolve_run,
+    run_split,
 )
 from commands.train.monitor import Snapshot, Watch
 from commands.train.presets import describe
@@ -81,6 +82,8 @@ class Run(Watch):
         self.steps = StepCarry()
         self.logs_hint = f"; see {out / 'logs'}"
         self.cpus = available_cpus()
+        # train.pin_learner: the learner's CPUs and everyone else's (the launcher's too).
+        self.split = run_split(plan)
         self.carbon_off = ""  # why energy is not tracked, when it cannot be
         self.cpu = CpuMeter(self.cpus)
         self.prior_env_steps = 0  # of the run this one continues (--resume)
@@ -93,6 +96,9 @@ class Run(Watch):
         # would be bound by the first service and make the next ones fail to start.
         carbon_env = self.carbon.env(label) if self.carbon else {}
         env = {**carbon_env, METRICS_PORT_ENV: "0", **self.token.env, **env}
+        if self.split is not None:
+            cpus = self.split.learner if name == "learner" else self.split.rest
+            env[procs.CPUS_ENV] = ",".join(str(c) for c in cpus)
         self.specs[label] = (name, port, flags, env)
         proc = self._spawn(label)
         self.supervisor.add(proc)
@@ -119,6 +125,8 @@ class Run(Watch):
         steps. The learner, slowest to start (torch), starts first with a CPU of its own
         while the others start on the rest (``procs.start_in_turn``)."""
         plan, timeout = self.plan, self.args.startup_timeout_s
+        if self.split is not None:  # the evaluator, in this process, leaves the learner's CPUs
+            procs.pin_all_threads(self.split.rest)
         self.progress.note(f"starting replay, quantizer, learner, {len(plan.actors)} actor(s)...")
         # The store URL may carry a password: the replay process alone gets it.
         rest = [
