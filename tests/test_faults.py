@@ -53,8 +53,11 @@ def test_a_run_survives_kill_9_of_an_actor_the_quantizer_the_learner_and_the_rep
         cmd = [sys.executable, "-m", "commands.cli", "train", "--env", "CartPole-v1"]
         # A budget in env steps, not seconds: the run goes on until the services killed
         # are back (actors need replay, and replay's rate limit the learner), however
-        # slow a loaded machine makes their restarts.
-        cmd += ["--actors", "2", "--max-env-steps", "10000"]
+        # slow a loaded machine makes their restarts. Not too small: what the learner
+        # sampled before it was killed lets the actors insert that much more without it
+        # (8 env steps per update of 128 in CartPole's preset), and a CI run once reached
+        # 10,000 env steps before the restarted learner served again.
+        cmd += ["--actors", "2", "--max-env-steps", "30000"]
         cmd += ["--eval-episodes", "3", "--replay-store", redis.url, "--config", str(config)]
         cmd += ["--out", str(out), "--quiet"]
         run = subprocess.Popen(
