@@ -48,14 +48,21 @@ def version(package: str) -> str | None:
         return None
 
 
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (its affinity mask; every CPU where there is none)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
 def machine_info(packages: tuple[str, ...] = ("numpy", "onnxruntime", "torch")) -> dict[str, Any]:
     """CPU model, logical cores, int8-relevant flags, OS and package versions."""
     model, flags = _cpuinfo()
-    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     return {
         "cpu_model": model,
         "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(cores) if cores is not None else os.cpu_count(),
+        "usable_cpus": len(usable_cpus()),
         "int8_flags": [f for f in INT8_FLAGS if f in flags],
         "avx512_vnni": "avx512_vnni" in flags,
         "avx_vnni": "avx_vnni" in flags,

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +54,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 PARENT_PID_ENV = "ACTORQ_PARENT_PID"
 
 
+def cpu_list(cpus: Iterable[int]) -> str:
+    """CPUs as ACTORQ_CPUS spells them: "0" or "2,3"."""
+    return ",".join(str(c) for c in sorted(cpus))
+
+
 def pin_from_env() -> str:
     """In a service process, as its first act (one thread yet, so every later thread
     inherits it): run on the CPUs ``ACTORQ_CPUS`` lists ("0" or "2,3"). Returns what was
@@ -71,7 +76,7 @@ def pin_from_env() -> str:
         ) from None
     except AttributeError:  # not Linux: no affinity to set
         return ""
-    return f"pinned to CPU {','.join(str(c) for c in sorted(cpus))} ({CPUS_ENV})"
+    return f"pinned to CPU {cpu_list(cpus)} ({CPUS_ENV})"
 
 
 def pin_all_threads(cpus: Sequence[int]) -> None:

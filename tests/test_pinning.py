@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from commands import procs
-from commands.train.configs import CpuSplit, cpu_split, usable_cpus
+from commands.machine import usable_cpus
+from commands.train.configs import CpuSplit, cpu_split
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,6 @@ sentence. The run directory's config.yaml is written from these dataclasses.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from actorq import config
 from actorq.config import ConfigError, closest, redact_url
 from actorq.envs import env_info
 from commands import procs
+from commands.machine import usable_cpus
 from commands.train.args import TrainArgs, deep_merge, default_config, read_overlay
 from commands.train.presets import preset_file, preset_for
 from commands.train.resume import REPLAY_JOURNAL
@@ -189,11 +189,8 @@ def resolve_run(args: TrainArgs, out: Path) -> RunConfig:
 
 
 def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask, else the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    """How many CPUs this process may run on (``machine.usable_cpus``)."""
+    return len(usable_cpus())
 
 
 def learner_threads(cpus: int, actors: int) -> int:
@@ -209,6 +206,10 @@ class CpuSplit:
     learner: tuple[int, ...]
     rest: tuple[int, ...]
 
+    def of(self, service: str) -> tuple[int, ...]:
+        """The CPUs a service's process runs on."""
+        return self.learner if service == "learner" else self.rest
+
 
 def cpu_split(cpus: Sequence[int], learner_threads: int) -> CpuSplit | None:
     """``train.pin_learner``'s split of the CPUs this launcher may use: the first
@@ -218,14 +219,6 @@ def cpu_split(cpus: Sequence[int], learner_threads: int) -> CpuSplit | None:
         return None
     own = min(max(1, learner_threads), len(ordered) - 1)
     return CpuSplit(tuple(ordered[:own]), tuple(ordered[own:]))
-
-
-def usable_cpus() -> list[int]:
-    """The CPUs this process may run on."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return list(range(os.cpu_count() or 1))
 
 
 def run_split(plan: RunConfig) -> CpuSplit | None:
@@ -246,8 +239,9 @@ def core_budget(plan: RunConfig) -> str:
     split = run_split(plan)
     if split is not None:
         return (
-            f"{line}; the learner pinned to CPU {_cpus(split.learner)}, actors, replay, "
-            f"quantizer and the evaluator on CPU {_cpus(split.rest)} (train.pin_learner)"
+            f"{line}; the learner pinned to CPU {procs.cpu_list(split.learner)}, actors, "
+            f"replay, quantizer and the evaluator on CPU {procs.cpu_list(split.rest)} "
+            "(train.pin_learner)"
         )
     if actors + threads > cpus:
         line += "; oversubscribed"
@@ -255,10 +249,6 @@ def core_budget(plan: RunConfig) -> str:
     if plan.train.pin_learner:
         line += " (train.pin_learner: one CPU, nothing to pin)"
     return line
-
-
-def _cpus(cpus: Sequence[int]) -> str:
-    return ",".join(str(c) for c in cpus)
 
 
 def resolve(args: TrainArgs, out: Path) -> tuple[dict[str, Any], dict[str, int]]:

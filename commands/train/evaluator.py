@@ -116,7 +116,6 @@ class Evaluator(threading.Thread):
             # Keep only the newest: paper-size fp32 models are 34 MB each.
             self.twins = {(version, other): twin for other, twin in twins.items()}
         record = self.evaluate_model(fetched, precision, early_stop)
-        twins = {p: m for (v, p), m in self.twins.items() if v == version}
         self.policies.keep({**twins, precision: fetched}, {precision: record})
         return record
 

@@ -97,8 +97,7 @@ class Run(Watch):
         carbon_env = self.carbon.env(label) if self.carbon else {}
         env = {**carbon_env, METRICS_PORT_ENV: "0", **self.token.env, **env}
         if self.split is not None:
-            cpus = self.split.learner if name == "learner" else self.split.rest
-            env[procs.CPUS_ENV] = ",".join(str(c) for c in cpus)
+            env[procs.CPUS_ENV] = procs.cpu_list(self.split.of(name))
         self.specs[label] = (name, port, flags, env)
         proc = self._spawn(label)
         self.supervisor.add(proc)
