@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
+from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from actorq import tensor
 from actorq.config import ConfigError
@@ -91,6 +93,82 @@ def test_int8_model_stays_close_to_fp32_and_agrees_on_actions(method: str) -> No
     ref, quant = q_values(fp32.SerializeToString(), obs), q_values(int8, obs)
     assert np.abs(quant - ref).max() < 0.05
     assert np.mean(quant.argmax(1) == ref.argmax(1)) >= 0.9
+
+
+POLICY_SPEC = common_pb2.NetworkSpec(
+    kind="d4pg_policy",
+    obs_dim=8,
+    hidden_sizes=[32, 16],
+    output_dim=3,
+    layer_norm=True,
+    action_low=[-1, -2, -1],
+    action_high=[1, 2, 3],
+)
+
+
+def onnxruntime_dynamic(
+    fp32: onnx.ModelProto, per_channel: bool, fp32_input_layer: bool, reduce_range: bool
+) -> onnx.ModelProto:
+    """What onnxruntime's own quantize_dynamic writes for the same settings."""
+    first = next(n.name for n in fp32.graph.node if n.op_type == "MatMul")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(fp32.SerializeToString())
+        quantize_dynamic(
+            src,
+            dst,
+            op_types_to_quantize=["MatMul"],
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=[first] if fp32_input_layer else [],
+            extra_options={"MatMulConstBOnly": True},
+        )
+        return onnx.load(dst)
+
+
+@pytest.mark.parametrize("spec", [SPEC, POLICY_SPEC], ids=["dqn_mlp", "d4pg_policy"])
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("fp32_input_layer", [False, True])
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_dynamic_int8_is_what_onnxruntime_quantize_dynamic_writes(
+    spec: common_pb2.NetworkSpec, per_channel: bool, fp32_input_layer: bool, reduce_range: bool
+) -> None:
+    weights = torch_like_weights(spec, seed=3)
+    if spec.layer_norm:
+        rng = np.random.default_rng(4)
+        weights["layer_norm.weight"] = rng.uniform(0.5, 1.5, 32).astype(np.float32)
+        weights["layer_norm.bias"] = rng.uniform(-0.1, 0.1, 32).astype(np.float32)
+    fp32 = build_onnx(spec, weights)
+    obs = calibration()
+    ours = onnx.load_from_string(
+        quantize_int8(
+            fp32,
+            "dynamic",
+            obs,
+            per_channel=per_channel,
+            fp32_input_layer=fp32_input_layer,
+            reduce_range=reduce_range,
+        )
+    )
+    theirs = onnxruntime_dynamic(fp32, per_channel, fp32_input_layer, reduce_range)
+
+    def tensors(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+        return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+
+    def nodes(model: onnx.ModelProto) -> list[tuple[str, list[str], list[str]]]:
+        return [(n.op_type, list(n.input), list(n.output)) for n in model.graph.node]
+
+    ours_t, theirs_t = tensors(ours), tensors(theirs)
+    assert sorted(ours_t) == sorted(theirs_t)
+    for name, value in theirs_t.items():
+        assert ours_t[name].dtype == value.dtype, name
+        np.testing.assert_array_equal(ours_t[name], value, err_msg=name)
+    assert nodes(ours) == nodes(theirs)
+    output = ours.graph.output[0].name
+    ours_out = make_session(ours.SerializeToString()).run([output], {"obs": obs})[0]
+    theirs_out = make_session(theirs.SerializeToString()).run([output], {"obs": obs})[0]
+    np.testing.assert_array_equal(ours_out, theirs_out)
 
 
 @pytest.mark.parametrize(
