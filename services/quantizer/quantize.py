@@ -38,7 +38,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -203,6 +203,13 @@ def quantize_int8(
         return out.read_bytes()
 
 
+def _quantize_data(values: np.ndarray, reduce_range: bool) -> tuple[Any, Any, Any]:
+    """onnxruntime's ``quantize_data`` (symmetric int8) as (zero point, scale, values);
+    releases before 1.18 also returned rmin and rmax first."""
+    result = quantize_data(values, TensorProto.INT8, True, reduce_range)
+    return result[-3], result[-2], result[-1]
+
+
 def _int8_weight(
     weight: np.ndarray, per_channel: bool, reduce_range: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -210,16 +217,13 @@ def _int8_weight(
     per tensor or per output column: onnxruntime's own ``quantize_data``, as
     ``quantize_dynamic`` calls it (7-bit values with ``reduce_range``)."""
     if not per_channel:
-        zero_point, scale, q = quantize_data(weight, TensorProto.INT8, True, reduce_range)
+        zero_point, scale, q = _quantize_data(weight, reduce_range)
         return (
             np.asarray(q, np.int8),
             np.asarray(scale, np.float32),
             np.asarray(zero_point, np.int8),
         )
-    columns = [
-        quantize_data(weight[:, j], TensorProto.INT8, True, reduce_range)
-        for j in range(weight.shape[1])
-    ]
+    columns = [_quantize_data(weight[:, j], reduce_range) for j in range(weight.shape[1])]
     q = np.stack([np.asarray(c[2], np.int8) for c in columns], axis=1)
     scale = np.array([c[1] for c in columns], np.float32)
     zero_point = np.array([c[0] for c in columns], np.int8)
