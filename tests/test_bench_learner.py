@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from commands.bench.learner import LearnerBench, random_transitions
-from services.learner.algorithms import EnvSpaces
+from commands.bench.learner import LearnerBench
+from services.learner.algorithms import EnvSpaces, random_transitions
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from actorq.config import ConfigError, load
-from commands.bench.learner import random_transitions
 from commands.train.configs import learner_threads
-from services.learner.algorithms import EnvSpaces
+from services.learner.algorithms import EnvSpaces, random_transitions
 from services.learner.common import resolve_device
 from services.learner.config import LearnerConfig
 from services.learner.d4pg import D4PG

@@ -138,6 +138,8 @@ def test_learner_trains_on_replay_and_publishes_fp32_and_int8_versions(
     before = served_version(quantizer)
     learner = start_learner(learner_args(stack))
     first = learner.wait(lambda s: s.learner_steps >= 50, "50 learner steps")
+    # The first update waited for the warm-up on a copy of the agent, which has ended.
+    assert first.update_warm_up_s > 0
     later = learner.wait(
         lambda s: s.learner_steps > first.learner_steps and s.published_version >= before + 3,
         "more steps and two publishes after the initial one",

@@ -43,7 +43,7 @@ def test_a_learner_builds_its_optimizer_at_the_first_update_not_before() -> None
     algorithm is made, and can publish, before that; its first update still trains."""
     code = (
         "import sys, numpy as np\n"
-        "from commands.bench.learner import random_transitions\n"
+        "from services.learner.algorithms import random_transitions\n"
         "from services.learner.algorithms import EnvSpaces\n"
         "from services.learner.dqn import DQN\n"
         "from services.learner.hyperparams import DQNConfig\n"
@@ -58,3 +58,29 @@ def test_a_learner_builds_its_optimizer_at_the_first_update_not_before() -> None
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["False", "True", "1"]
+
+
+def test_a_learner_warms_up_on_a_copy_and_leaves_its_agent_untouched() -> None:
+    """Learner.warm_up pays the first update's one-time costs (the optimizer's
+    torch._dynamo import among them) on a throwaway copy: the agent keeps its step
+    count and weights, and builds no optimizer of its own."""
+    code = (
+        "import sys, numpy as np\n"
+        "from services.learner.config import LearnerConfig\n"
+        "from services.learner.learner import Learner\n"
+        "cfg = LearnerConfig(env='CartPole-v1', algo='dqn')\n"
+        "cfg.dqn.hidden_sizes, cfg.dqn.batch_size = [16], 32\n"
+        "learner = Learner(cfg, obs_dim=4, num_actions=2)\n"
+        "before = learner.agent.policy_weights()\n"
+        "print('torch._dynamo' in sys.modules)\n"
+        "learner.warm_up()\n"
+        "after = learner.agent.policy_weights()\n"
+        "same = all(np.array_equal(before[k], after[k]) for k in before)\n"
+        "print('torch._dynamo' in sys.modules, learner.steps, same,\n"
+        "      learner.agent.optimizer._adam is None)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["False", "True", "0", "True", "True"]

@@ -9,7 +9,7 @@ class LearnerStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class LearnerStatus(_message.Message):
-    __slots__ = ("state", "learner_steps", "learner_steps_per_s", "loss", "mean_q", "published_version", "last_publish_ms", "publish_failures", "checkpoint_step", "last_checkpoint_unix", "resumed_from_step", "error", "transitions_sampled", "priorities_sent", "priorities_dropped", "active_actors", "warmup_s", "sample_wait_s", "update_s", "loop_s", "device", "publishes_refused", "publish_error")
+    __slots__ = ("state", "learner_steps", "learner_steps_per_s", "loss", "mean_q", "published_version", "last_publish_ms", "publish_failures", "checkpoint_step", "last_checkpoint_unix", "resumed_from_step", "error", "transitions_sampled", "priorities_sent", "priorities_dropped", "active_actors", "warmup_s", "sample_wait_s", "update_s", "loop_s", "device", "publishes_refused", "publish_error", "update_warm_up_s")
     STATE_FIELD_NUMBER: _ClassVar[int]
     LEARNER_STEPS_FIELD_NUMBER: _ClassVar[int]
     LEARNER_STEPS_PER_S_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class LearnerStatus(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     PUBLISHES_REFUSED_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_ERROR_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_WARM_UP_S_FIELD_NUMBER: _ClassVar[int]
     state: str
     learner_steps: int
     learner_steps_per_s: float
@@ -56,4 +57,5 @@ class LearnerStatus(_message.Message):
     device: str
     publishes_refused: int
     publish_error: str
-    def __init__(self, state: _Optional[str] = ..., learner_steps: _Optional[int] = ..., learner_steps_per_s: _Optional[float] = ..., loss: _Optional[float] = ..., mean_q: _Optional[float] = ..., published_version: _Optional[int] = ..., last_publish_ms: _Optional[float] = ..., publish_failures: _Optional[int] = ..., checkpoint_step: _Optional[int] = ..., last_checkpoint_unix: _Optional[float] = ..., resumed_from_step: _Optional[int] = ..., error: _Optional[str] = ..., transitions_sampled: _Optional[int] = ..., priorities_sent: _Optional[int] = ..., priorities_dropped: _Optional[int] = ..., active_actors: _Optional[int] = ..., warmup_s: _Optional[float] = ..., sample_wait_s: _Optional[float] = ..., update_s: _Optional[float] = ..., loop_s: _Optional[float] = ..., device: _Optional[str] = ..., publishes_refused: _Optional[int] = ..., publish_error: _Optional[str] = ...) -> None: ...
+    update_warm_up_s: float
+    def __init__(self, state: _Optional[str] = ..., learner_steps: _Optional[int] = ..., learner_steps_per_s: _Optional[float] = ..., loss: _Optional[float] = ..., mean_q: _Optional[float] = ..., published_version: _Optional[int] = ..., last_publish_ms: _Optional[float] = ..., publish_failures: _Optional[int] = ..., checkpoint_step: _Optional[int] = ..., last_checkpoint_unix: _Optional[float] = ..., resumed_from_step: _Optional[int] = ..., error: _Optional[str] = ..., transitions_sampled: _Optional[int] = ..., priorities_sent: _Optional[int] = ..., priorities_dropped: _Optional[int] = ..., active_actors: _Optional[int] = ..., warmup_s: _Optional[float] = ..., sample_wait_s: _Optional[float] = ..., update_s: _Optional[float] = ..., loop_s: _Optional[float] = ..., device: _Optional[str] = ..., publishes_refused: _Optional[int] = ..., publish_error: _Optional[str] = ..., update_warm_up_s: _Optional[float] = ...) -> None: ...

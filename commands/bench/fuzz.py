@@ -41,7 +41,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 from actorq import tensor
-from actorq.clients import COMMIT
+from actorq.clients import COMMIT, LearnerClient
 from actorq.rpc import MAX_MESSAGE_BYTES, wait_healthy
 from actorq.transitions import Transitions
 from actorq.v1 import actor_pb2, common_pb2, learner_pb2, quantizer_pb2, replay_pb2
@@ -359,6 +359,18 @@ def service_args(service: str, unreachable: str) -> list[str]:
     return []
 
 
+def wait_learner_warmed_up(address: str, timeout_s: float) -> None:
+    """Until the learner's update warm-up has ended: it imports and allocates once
+    (tens of MiB) while serving, which is not growth caused by the calls."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as ch:
+        client = LearnerClient(ch)
+        while client.status().update_warm_up_s <= 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the learner at {address} did not warm up in {timeout_s:g}s")
+            time.sleep(0.1)
+
+
 def fuzz_service(service: str, count: int, seed: int, log_dir: Path) -> Result:
     """Start service, send count fuzzed calls, measure; the process is stopped after."""
     rng = np.random.default_rng(seed)
@@ -369,6 +381,8 @@ def fuzz_service(service: str, count: int, seed: int, log_dir: Path) -> Result:
     result = Result(service)
     try:
         procs.wait_all_healthy([svc], 120)
+        if service == "learner":
+            wait_learner_warmed_up(svc.address, 120)
         methods = [*METHODS[service], HEALTH, REFLECTION]
         codes: collections.Counter[str] = collections.Counter()
         options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]

@@ -40,11 +40,10 @@ import yaml
 from actorq.clients import LearnerClient, ReplayClient
 from actorq.config import ConfigError
 from actorq.rpc import channel
-from actorq.transitions import Transitions
 from commands import procs
 from commands.machine import describe, machine_info
 from commands.train.args import deep_merge, default_config
-from services.learner.algorithms import ALGORITHMS, EnvSpaces
+from services.learner.algorithms import ALGORITHMS, EnvSpaces, random_transitions
 
 DEFAULT_ENVS = {"dqn": "CartPole-v1", "d4pg": "dmc:cartpole-balance"}
 # The network sizes compared: "acme" is the embedded default of `actorq train`
@@ -98,23 +97,6 @@ class LearnerBench:
             + (f"{ratio:.1%} of the bare loop" if ratio is not None else "no ratio")
             + (f"; load {self.load[0]:.2f} -> {self.load[-1]:.2f}" if self.load else "")
         )
-
-
-def random_transitions(spaces: EnvSpaces, count: int, rng: np.random.Generator) -> Transitions:
-    """count transitions of the env's shapes with random (valid) values."""
-    obs = rng.normal(size=(count, spaces.obs_dim)).astype(np.float32)
-    if spaces.action_bounds is None:
-        action = rng.integers(0, spaces.num_actions, count).astype(np.int64)
-    else:
-        low, high = spaces.action_bounds
-        action = rng.uniform(low, high, (count, len(low))).astype(np.float32)
-    return Transitions(
-        obs=obs,
-        action=action,
-        reward=rng.normal(size=count).astype(np.float32),
-        discount=np.full(count, 0.97, np.float32),
-        next_obs=rng.normal(size=(count, spaces.obs_dim)).astype(np.float32),
-    )
 
 
 def run_config(algo: str, preset: str, env: str, device: str, threads: int) -> dict[str, Any]:

@@ -64,6 +64,24 @@ class EnvSpaces:
         return 0 if self.action_bounds is None else len(self.action_bounds[0])
 
 
+def random_transitions(spaces: EnvSpaces, count: int, rng: np.random.Generator) -> Transitions:
+    """count transitions of the env's shapes with random (valid) values: for benchmarks
+    and the learner's warm-up, never for training."""
+    obs = rng.normal(size=(count, spaces.obs_dim)).astype(np.float32)
+    if spaces.action_bounds is None:
+        action = rng.integers(0, spaces.num_actions, count).astype(np.int64)
+    else:
+        low, high = spaces.action_bounds
+        action = rng.uniform(low, high, (count, len(low))).astype(np.float32)
+    return Transitions(
+        obs=obs,
+        action=action,
+        reward=rng.normal(size=count).astype(np.float32),
+        discount=np.full(count, 0.97, np.float32),
+        next_obs=rng.normal(size=(count, spaces.obs_dim)).astype(np.float32),
+    )
+
+
 def env_spaces(env_id: str) -> tuple[int, int]:
     """(obs_dim, num_actions) of an env with Discrete actions; ConfigError if DQN cannot
     learn it (the env layer's error for an unknown id or a non-Box observation)."""

@@ -8,6 +8,7 @@ snapshots to the quantizer; tests drive it directly.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ import numpy as np
 from actorq.config import ConfigError, to_dict
 from actorq.transitions import SampledBatch, Transitions
 from services.learner import checkpoint
-from services.learner.algorithms import ALGORITHMS, Agent, EnvSpaces
+from services.learner.algorithms import ALGORITHMS, Agent, EnvSpaces, random_transitions
 from services.learner.config import LearnerConfig
 
 CHECKPOINT_FORMAT = 1
@@ -100,6 +101,22 @@ class Learner:
             return f"cpu ({torch.get_num_threads()} torch threads)"
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+    def warm_up(self, updates: int = 2) -> float:
+        """Pay the first update's one-time costs before real batches arrive: building
+        an optimizer imports torch._dynamo (~1.3 s of CPU here), and the first backward
+        pass allocates and, on CUDA, creates the cuBLAS handles and loads kernels. They
+        are paid by ``updates`` updates of a throwaway copy of the agent on random
+        transitions; the agent itself, its step count and torch's random state are
+        untouched (no update draws random numbers). Returns the seconds it took."""
+        started = time.perf_counter()
+        with self._lock:
+            clone = copy.deepcopy(self.agent)
+        batch = random_transitions(self.spaces, self.cfg.batch_size, np.random.default_rng(0))
+        weights = np.ones(len(batch), np.float32)
+        for _ in range(updates):
+            clone.update(batch, weights)
+        return time.perf_counter() - started
 
     def train_step(self, sampled: SampledBatch | Transitions) -> dict[str, float]:
         """One update on a sampled batch (replay importance weights included).

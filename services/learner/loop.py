@@ -102,6 +102,13 @@ class TrainingLoop:
         self._last_checkpoint = self._last_log = 0.0  # monotonic times, set when training starts
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run_safely, name="learner", daemon=True)
+        # The first update's one-time costs, paid while the services start and replay
+        # fills (Learner.warm_up); the first real update waits for it. Its seconds once
+        # it has ended (0 before).
+        self.update_warm_up_s = 0.0
+        self._warm_up: threading.Thread | None = threading.Thread(
+            target=self._warm_up_safely, name="learner-warm-up", daemon=True
+        )
 
     @property
     def failed(self) -> bool:
@@ -110,6 +117,8 @@ class TrainingLoop:
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
+        if self._warm_up is not None:
+            self._warm_up.start()
         self.publisher.start()
         self.priorities.start()
         self._thread.start()
@@ -134,6 +143,15 @@ class TrainingLoop:
         except Exception as err:  # a bug: report it with its traceback, then stop the process
             log.exception("learner loop failed")
             self._fail(f"{type(err).__name__}: {err}")
+
+    def _warm_up_safely(self) -> None:
+        started = time.perf_counter()
+        try:
+            seconds = self.learner.warm_up()
+            log.info("warmed up the update path in %.2f s (a throwaway copy of the agent)", seconds)
+        except Exception as err:  # only a head start: the real first update reports errors
+            log.warning("warm-up update on a copy of the agent failed (%s); going on", err)
+        self.update_warm_up_s = max(time.perf_counter() - started, 1e-6)
 
     def _fail(self, error: str) -> None:
         self.error = error
@@ -193,6 +211,9 @@ class TrainingLoop:
         """Train on one batch, then hand on what it produced: priorities, weights,
         checkpoints, progress."""
         cfg = self.cfg
+        if self._warm_up is not None:
+            self._warm_up.join()
+            self._warm_up = None
         started = time.perf_counter()
         try:
             self.learner.train_step(sampled)
@@ -313,4 +334,5 @@ class TrainingLoop:
             device=lr.device_name(),
             publishes_refused=self.publisher.refused,
             publish_error=self.publisher.refusal,
+            update_warm_up_s=self.update_warm_up_s,
         )
