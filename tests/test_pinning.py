@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -55,6 +56,9 @@ def test_a_pinned_run_puts_the_learner_alone_on_its_cpu(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     logs = {p.stem: p.read_text() for p in (out / "logs").glob("*.log")}
     assert set(logs) >= {"learner", "replay", "quantizer", "actor-0", "actor-1"}
+    # The summary records the machine's CPUs, not the launcher's share after pinning.
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["machine"]["usable_cpus"] == len(usable_cpus())
     split = cpu_split(usable_cpus(), 1)
     if split is None:  # a one-CPU machine: said so, nothing pinned
         assert "(train.pin_learner: one CPU, nothing to pin)" in res.stdout + res.stderr

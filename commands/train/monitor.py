@@ -94,6 +94,8 @@ class Watch:
         self.args = args
         self.out = out
         self.addresses = dict(addresses)
+        # Taken now, before train.pin_learner narrows this process to the others' CPUs.
+        self.machine = run_machine()
         self.state = RunState()
         self.progress = Progress(args.quiet)
         names = {**self.addresses, **(actors or {})}
@@ -295,7 +297,7 @@ class Watch:
             learner_steps_per_s=round(learner.learner_steps_per_s, 1) if learner else None,
             active_actors=summaries.active_actor_figures(state.actor_counts),
             regime=regime(actors, learner, self.cpu_shares(), self.cpus),
-            machine=run_machine(),
+            machine=self.machine,
             learner_device=learner.device if learner else "",
         )
 
