@@ -38,13 +38,21 @@ def test_process_entry_imports_nothing_it_does_not_need_to_start(module: str) ->
     assert res.stdout.split() == [], f"{module} imports {res.stdout.strip()}"
 
 
+def printed(code: str) -> list[str]:
+    """The words a fresh interpreter prints running code (which must succeed)."""
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout.split()
+
+
 def test_a_learner_builds_its_optimizer_at_the_first_update_not_before() -> None:
     """Building a torch optimizer imports torch._dynamo (about 1.1 CPU-s): a learner's
     algorithm is made, and can publish, before that; its first update still trains."""
     code = (
         "import sys, numpy as np\n"
-        "from services.learner.algorithms import random_transitions\n"
-        "from services.learner.algorithms import EnvSpaces\n"
+        "from services.learner.algorithms import EnvSpaces, random_transitions\n"
         "from services.learner.dqn import DQN\n"
         "from services.learner.hyperparams import DQNConfig\n"
         "agent = DQN(4, 2, DQNConfig(hidden_sizes=[16]), seed=3)\n"
@@ -53,11 +61,7 @@ def test_a_learner_builds_its_optimizer_at_the_first_update_not_before() -> None
         "agent.update(random_transitions(EnvSpaces(4, num_actions=2), 32, np.random.default_rng(0)))\n"
         "print('torch._dynamo' in sys.modules, agent.steps)\n"
     )
-    res = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.split() == ["False", "True", "1"]
+    assert printed(code) == ["False", "True", "1"]
 
 
 def test_a_learner_warms_up_on_a_copy_and_leaves_its_agent_untouched() -> None:
@@ -79,8 +83,4 @@ def test_a_learner_warms_up_on_a_copy_and_leaves_its_agent_untouched() -> None:
         "print('torch._dynamo' in sys.modules, learner.steps, same,\n"
         "      learner.agent.optimizer._adam is None)\n"
     )
-    res = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.split() == ["False", "True", "0", "True", "True"]
+    assert printed(code) == ["False", "True", "0", "True", "True"]
