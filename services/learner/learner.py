@@ -104,7 +104,7 @@ class Learner:
 
     def warm_up(self, updates: int = 2) -> float:
         """Pay the first update's one-time costs before real batches arrive: building
-        an optimizer imports torch._dynamo (~1.3 s of CPU here), and the first backward
+        an optimizer imports torch._dynamo (1.0-1.4 CPU-seconds, torch 2.13), the first backward
         pass allocates and, on CUDA, creates the cuBLAS handles and loads kernels. They
         are paid by ``updates`` updates of a throwaway copy of the agent on random
         transitions; the agent itself, its step count and torch's random state are
