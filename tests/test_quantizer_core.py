@@ -35,7 +35,7 @@ from services.quantizer.upload import (
     UploadTooLargeError,
     assemble,
 )
-from services.quantizer.validate import ValidationError
+from services.quantizer.validate import ValidationError, check_onnx
 
 SPEC = common_pb2.NetworkSpec(kind="dqn_mlp", obs_dim=8, hidden_sizes=[64, 64], output_dim=4)
 
@@ -169,6 +169,16 @@ def test_dynamic_int8_is_what_onnxruntime_quantize_dynamic_writes(
     ours_out = make_session(ours.SerializeToString()).run([output], {"obs": obs})[0]
     theirs_out = make_session(theirs.SerializeToString()).run([output], {"obs": obs})[0]
     np.testing.assert_array_equal(ours_out, theirs_out)
+
+
+def test_check_onnx_passes_a_built_model_and_names_bytes_that_are_no_model() -> None:
+    check_onnx(build_onnx(SPEC, torch_like_weights(SPEC)).SerializeToString(), "v1 fp32")
+    with pytest.raises(ValidationError, match="v1 int8 model is not a serialized ONNX model"):
+        check_onnx(b"not a model", "v1 int8")
+    broken = build_onnx(SPEC, torch_like_weights(SPEC))
+    broken.graph.node[0].input[0] = "nowhere"
+    with pytest.raises(ValidationError, match="v1 fp32 model fails onnx.checker"):
+        check_onnx(broken.SerializeToString(), "v1 fp32")
 
 
 @pytest.mark.parametrize(

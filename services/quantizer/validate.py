@@ -43,11 +43,15 @@ class Comparison:
 
 
 def check_onnx(model: bytes, label: str) -> None:
-    """onnx.checker.check_model on serialized bytes; ValidationError naming label."""
+    """onnx.checker.check_model on the serialized bytes themselves (parsing them into a
+    ModelProto first, which check_model serializes again, took 80 ms against 4.5 ms at
+    2048x2048x2048); ValidationError naming label, also for bytes that are no model."""
     try:
-        onnx.checker.check_model(onnx.load_from_string(model))
+        onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         raise ValidationError(f"{label} model fails onnx.checker: {err}") from err
+    except ValueError as err:  # bytes the checker cannot parse as a ModelProto
+        raise ValidationError(f"{label} model is not a serialized ONNX model: {err}") from err
 
 
 def run_model(
