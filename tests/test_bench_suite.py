@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from commands.bench.suite import finished, load_suite, set_aside
@@ -75,8 +76,14 @@ def test_the_suite_report_gives_ratios_with_intervals_and_plots(tmp_path: Path) 
     assert tie["time_ratio"]["low"] == 0.0
     assert tie["precisions"]["int8"]["reached"] == 2
     assert fast["final_return_equivalence"]["within_point"]
+    # Each run's final policy as int8 (149 + seed) against its fp32 twin (150).
+    assert fast["precisions"]["int8"]["twin_gap"] == pytest.approx(0.0)
+    assert fast["precisions"]["int8"]["twin_gap_range"] == pytest.approx([-1 / 150, 1 / 150])
     md = (tmp_path / "docs" / "paper-suite.md").read_text()
     assert "| fast |" in md and "95% CI" in md and "CPU-bound" in md
+    assert (
+        "| final policy's int8 twin vs its fp32 twin, median [range] | +0.0% [-0.7%, +0.7%] |" in md
+    )
     for name in ("paper-suite-fast.png", "paper-suite-tie.png", "paper-suite-ratios.png"):
         assert (tmp_path / "docs" / name).stat().st_size > 1000
 
