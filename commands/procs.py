@@ -89,6 +89,15 @@ def pin_all_threads(cpus: Sequence[int]) -> None:
             continue
 
 
+def wait_for(what: str, check: Callable[[], object], timeout_s: float = 120.0) -> None:
+    """Poll check until it is true; TimeoutError naming what did not happen."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
 def die_with_parent_from_env() -> None:
     """In a service process: get SIGTERM when the launcher that started it dies.
 

@@ -36,7 +36,8 @@ from redis_server import RedisServer
 
 from actorq.clients import ActorClient, ReplayClient
 from actorq.rpc import channel, wait_healthy
-from commands.bench.faults import last_metrics, service_pids, token_env, wait_for
+from commands.bench.faults import last_metrics, service_pids, token_env
+from commands.procs import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -64,7 +64,7 @@ def test_a_pinned_run_puts_the_learner_alone_on_its_cpu(tmp_path: Path) -> None:
         assert "(train.pin_learner: one CPU, nothing to pin)" in res.stdout + res.stderr
         assert not any("pinned to CPU" in text for text in logs.values())
         return
-    learner, rest = ",".join(map(str, split.learner)), ",".join(map(str, split.rest))
+    learner, rest = procs.cpu_list(split.learner), procs.cpu_list(split.rest)
     assert (
         f"the learner pinned to CPU {learner}, actors, replay, quantizer and the evaluator on "
         f"CPU {rest} (train.pin_learner)" in res.stdout + res.stderr

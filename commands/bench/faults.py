@@ -30,13 +30,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from actorq.clients import ActorClient, ReplayClient
 from actorq.rpc import channel, wait_healthy
+from commands import procs
 from commands.bench.replay import _drop_table
 from services.replay.store import is_redis_url, redact_url
 
@@ -76,15 +77,6 @@ def last_metrics(out: Path) -> dict[str, Any]:
     path = out / "metrics.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
     return json.loads(lines[-1]) if lines else {}
-
-
-def wait_for(what: str, check: Callable[[], object], timeout_s: float = 120.0) -> None:
-    """Poll check until it is true; TimeoutError naming what did not happen."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(0.2)
 
 
 @dataclass
@@ -131,10 +123,12 @@ class FaultRun:
 def kill_mid_run(out: Path, fault: FaultRun, t0: float, timeout_s: float) -> None:
     """Wait for a served model (and a checkpoint, for the learner), then SIGKILL the service."""
     config = out / "config.yaml"
-    wait_for("the services", lambda: fault.service in service_pids(config), timeout_s)
-    wait_for("a served model", lambda: (last_metrics(out).get("model_version") or 0) > 0, timeout_s)
+    procs.wait_for("the services", lambda: fault.service in service_pids(config), timeout_s)
+    procs.wait_for(
+        "a served model", lambda: (last_metrics(out).get("model_version") or 0) > 0, timeout_s
+    )
     if fault.service == "learner":
-        wait_for("a checkpoint", lambda: any((out / "checkpoints").glob("*")), timeout_s)
+        procs.wait_for("a checkpoint", lambda: any((out / "checkpoints").glob("*")), timeout_s)
     pids = service_pids(config)
     env = {**os.environ, **token_env(pids["replay"][0])}
     replay_address = f"127.0.0.1:{pids['replay'][1]}"

@@ -359,18 +359,6 @@ def service_args(service: str, unreachable: str) -> list[str]:
     return []
 
 
-def wait_learner_warmed_up(address: str, timeout_s: float) -> None:
-    """Until the learner's update warm-up has ended: it imports and allocates once
-    (tens of MiB) while serving, which is not growth caused by the calls."""
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as ch:
-        client = LearnerClient(ch)
-        while client.status().update_warm_up_s <= 0:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the learner at {address} did not warm up in {timeout_s:g}s")
-            time.sleep(0.1)
-
-
 def fuzz_service(service: str, count: int, seed: int, log_dir: Path) -> Result:
     """Start service, send count fuzzed calls, measure; the process is stopped after."""
     rng = np.random.default_rng(seed)
@@ -382,7 +370,15 @@ def fuzz_service(service: str, count: int, seed: int, log_dir: Path) -> Result:
     try:
         procs.wait_all_healthy([svc], 120)
         if service == "learner":
-            wait_learner_warmed_up(svc.address, 120)
+            # Its update warm-up imports and allocates once (tens of MiB) while it serves:
+            # not growth the calls caused.
+            with grpc.insecure_channel(svc.address) as ch:
+                learner = LearnerClient(ch)
+                procs.wait_for(
+                    "the learner's update warm-up",
+                    lambda: learner.status().update_warm_up_s > 0,
+                    120,
+                )
         methods = [*METHODS[service], HEALTH, REFLECTION]
         codes: collections.Counter[str] = collections.Counter()
         options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]

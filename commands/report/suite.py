@@ -73,6 +73,7 @@ def precision_figures(runs: Sequence[Run]) -> dict[str, Any]:
     """One precision's numbers over its seeds."""
     s = [r.summary for r in runs]
     reached = [x for x in s if x.reached_target]
+    twin_gaps = [twin_gap(r) for r in runs]
     bounds = Counter(x.regime.bound for x in s if x.regime is not None and x.regime.bound)
     return {
         "runs": len(runs),
@@ -84,8 +85,8 @@ def precision_figures(runs: Sequence[Run]) -> dict[str, Any]:
         "final_int8_return": _median_interval(
             [v for r in runs if (v := final_int8_return(r)) is not None]
         ),
-        "twin_gap": _median([g for r in runs if (g := twin_gap(r)) is not None]),
-        "twin_gap_range": _range([twin_gap(r) for r in runs]),
+        "twin_gap": _median(twin_gaps),
+        "twin_gap_range": _range(twin_gaps),
         "actor_env_steps_per_s": _median([x.observed_env_steps_per_s for x in s]),
         "learner_steps_per_s": _median([x.learner_steps_per_s for x in s]),
         "energy_kwh": _median([x.energy_kwh for x in s]),

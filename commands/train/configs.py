@@ -221,22 +221,22 @@ def cpu_split(cpus: Sequence[int], learner_threads: int) -> CpuSplit | None:
     return CpuSplit(tuple(ordered[:own]), tuple(ordered[own:]))
 
 
-def run_split(plan: RunConfig) -> CpuSplit | None:
-    """The run's CPU split when ``train.pin_learner`` is on (and there are CPUs to split)."""
+def run_split(plan: RunConfig, cpus: Sequence[int]) -> CpuSplit | None:
+    """The run's split of ``cpus`` when ``train.pin_learner`` is on (and there are CPUs
+    to split)."""
     if not plan.train.pin_learner:
         return None
-    return cpu_split(usable_cpus(), plan.learner.torch_threads)
+    return cpu_split(cpus, plan.learner.torch_threads)
 
 
-def core_budget(plan: RunConfig) -> str:
-    """One line on how the run's processes share this machine's CPUs."""
-    cpus, actors = available_cpus(), len(plan.actors)
-    threads = plan.learner.torch_threads
+def core_budget(plan: RunConfig, cpus: int, split: CpuSplit | None) -> str:
+    """One line on how the run's processes share the ``cpus`` it may use (``split``:
+    ``run_split``'s)."""
+    actors, threads = len(plan.actors), plan.learner.torch_threads
     line = (
         f"core budget: {cpus} CPU{'s' * (cpus != 1)}; {actors} actor(s) x 1 thread, learner "
         f"{threads} torch thread{'s' * (threads != 1)} (device {plan.learner.device})"
     )
-    split = run_split(plan)
     if split is not None:
         return (
             f"{line}; the learner pinned to CPU {procs.cpu_list(split.learner)}, actors, "

@@ -41,13 +41,13 @@ from actorq.config import ConfigError
 from actorq.envs import check_env_id
 from actorq.metrics import METRICS_PORT_ENV
 from commands import carbon, procs
+from commands.machine import usable_cpus
 from commands.train import preflight, resume
 from commands.train.args import TrainArgs, add_flags, load_train_args
 from commands.train.configs import (
     HOST,
     RefusedSettings,
     RunConfig,
-    available_cpus,
     core_budget,
     resolve_run,
     run_split,
@@ -81,9 +81,11 @@ class Run(Watch):
         self.supervisor = Supervisor(self._spawn, procs.serving, policy, self._restarted)
         self.steps = StepCarry()
         self.logs_hint = f"; see {out / 'logs'}"
-        self.cpus = available_cpus()
+        # Read once, before train.pin_learner narrows this process to the others' CPUs.
+        self.usable = usable_cpus()
+        self.cpus = len(self.usable)
         # train.pin_learner: the learner's CPUs and everyone else's (the launcher's too).
-        self.split = run_split(plan)
+        self.split = run_split(plan, self.usable)
         self.carbon_off = ""  # why energy is not tracked, when it cannot be
         self.cpu = CpuMeter(self.cpus)
         self.prior_env_steps = 0  # of the run this one continues (--resume)
@@ -277,7 +279,8 @@ def run(args: TrainArgs, start: Start | None = None) -> RunSummary:
         print(f"actorq train: {session.carbon_off}", file=sys.stderr)
     print(
         f"actorq train: {args.env} {args.algo} {args.precision}, {args.actors} actor(s), "
-        f"seed {args.seed}; {budget_line(args)}; run dir {out}\n{core_budget(plan)}\n"
+        f"seed {args.seed}; {budget_line(args)}; run dir {out}\n"
+        f"{core_budget(plan, len(session.usable), session.split)}\n"
         f"{describe(args.algo, args.env, args.preset)}",
         file=sys.stderr,
     )

@@ -162,12 +162,12 @@ def quantize_int8(
     """
     if method not in INT8_METHODS:
         raise ValueError(f"int8 method {method!r} is not one of {list(INT8_METHODS)}")
+    # The first matrix product (its name survives matmul_add_to_gemm).
+    first = next(n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm"))
+    exclude = {first} if fp32_input_layer else set()
     if method == "dynamic":
-        first = next(n.name for n in model.graph.node if n.op_type == "MatMul")
         try:
-            quantized = dynamic_int8(
-                model, {first} if fp32_input_layer else set(), per_channel, reduce_range
-            )
+            quantized = dynamic_int8(model, exclude, per_channel, reduce_range)
         except ValueError as err:
             raise QuantizationError(f"dynamic int8 quantization failed: {err}") from err
         return quantized.SerializeToString()
@@ -181,8 +181,6 @@ def quantize_int8(
         source = matmul_add_to_gemm(model)
         src.write_bytes(source.SerializeToString())
         out = Path(tmp) / "int8.onnx"
-        first = next(n.name for n in source.graph.node if n.op_type in ("MatMul", "Gemm"))
-        exclude = [first] if fp32_input_layer else []
         try:
             quantize_static(
                 src,
@@ -195,7 +193,7 @@ def quantize_int8(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
-                nodes_to_exclude=exclude,
+                nodes_to_exclude=sorted(exclude),
                 extra_options={"MatMulConstBOnly": True},
             )
         except (RuntimeError, ValueError, onnx.checker.ValidationError) as err:
