@@ -168,15 +168,19 @@ def test_int8_dqn_reaches_475_on_cartpole(
     assert summary["eval"]["fp32"] == twin["mean_return"]
 
 
-def _pids_with_arg(text: str) -> list[int]:
+def _children_with_arg(parent: int, text: str) -> list[int]:
+    """The processes ``parent`` started whose command line holds ``text`` (a service's own
+    short-lived fork carries its command line too, but has the service as its parent)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+                stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            if text in cmdline:
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == parent and text in cmdline:
                 pids.append(int(entry.name))
     return pids
 
@@ -187,13 +191,18 @@ def test_services_go_away_when_the_launcher_is_killed(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "commands.cli", "train", "--env", "CartPole-v1", "--quiet"]
     cmd += ["--max-env-steps", "none", "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(_pids_with_arg(str(out / "config.yaml"))) < 5:
-        time.sleep(0.5)
-    services = _pids_with_arg(str(out / "config.yaml"))
-    assert len(services) == 5
-    proc.kill()
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            services = _children_with_arg(proc.pid, str(out / "config.yaml"))
+            if len(services) >= 5:
+                break
+            time.sleep(0.5)
+        assert len(services) == 5
+    finally:
+        # Killed whatever the assertion says: a run with no env-step budget never ends.
+        proc.kill()
+        proc.wait()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(_pid_alive(p) for p in services):
         time.sleep(0.5)
