@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from commands.bench.suite import finished, load_suite, set_aside
+from actorq.config import ConfigError
+from commands.bench.scenario import RunSpec, Scenario
+from commands.bench.suite import check_unchanged, finished, load_suite, set_aside
 from commands.report.suite import build_suite
 from commands.train.regime import Regime
-from commands.train.summary import EvalRecord, RunSummary, append_eval
+from commands.train.summary import EvalDetail, EvalRecord, RunSummary, append_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,6 +33,9 @@ def test_the_paper_suite_holds_two_dqn_gym_and_two_d4pg_dm_control_tasks() -> No
 def _fake_run(run_dir: Path, precision: str, seed: int, time_s: float | None) -> None:
     run_dir.mkdir(parents=True)
     reached = time_s is not None
+    # A full evaluation of a same-size fp32 policy takes longer (here 8 s against 1 s).
+    length = 8.0 if precision == "fp32" else 1.0
+    hit = EvalRecord(time_s, 1, precision, 100.0, 10, False, 100, length) if time_s else None
     for t in (10.0, 20.0, time_s or 30.0):
         append_eval(
             run_dir,
@@ -48,6 +53,7 @@ def _fake_run(run_dir: Path, precision: str, seed: int, time_s: float | None) ->
         stop_reason="target_reached" if reached else "max_seconds",
         wall_s=time_s or 300.0,
         eval={"fp32": 150.0, "int8": 149.0 + seed},
+        eval_detail=EvalDetail(target_eval=hit),
         energy_kwh=1e-3 * (time_s or 300.0) / (2.0 if precision == "fp32" else 1.0),
         emissions_kg=4e-4 * (time_s or 300.0),
         regime=Regime(bound="cpu", sentence="CPU-bound: ...", actor_wait_share=0.1),
@@ -72,6 +78,9 @@ def test_the_suite_report_gives_ratios_with_intervals_and_plots(tmp_path: Path) 
     fast, tie = result["scenarios"]
     assert fast["time_ratio"]["low"] > 1.0  # every int8 seed faster than every fp32 seed
     assert fast["precisions"]["int8"]["reached"] == 3
+    # Counted to the start of the evaluation that hit it: median 110 - 8 against 45 - 1.
+    assert fast["time_ratio_eval_start"]["point"] == pytest.approx(102 / 44)
+    assert tie["time_ratio_eval_start"]["low"] == 0.0  # the miss still counts as never
     # A missed int8 target counts as never: the interval reaches 0.
     assert tie["time_ratio"]["low"] == 0.0
     assert tie["precisions"]["int8"]["reached"] == 2
@@ -120,6 +129,26 @@ def test_an_unfinished_run_is_moved_aside_never_deleted(tmp_path: Path) -> None:
     assert set_aside(run) is None
 
 
+def test_a_scenario_changed_under_its_finished_runs_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "tiny"
+    runs = [
+        RunSpec("fp32", 0, folder / "runs/fp32-s0"),
+        RunSpec("int8", 0, folder / "runs/int8-s0"),
+    ]
+    scenario = Scenario("tiny", "t", {"env": "CartPole-v1"}, {"replay": {"samples_per_insert": 1}})
+    check_unchanged(scenario, runs, folder)  # fresh: records the definition
+    runs[0].out.mkdir(parents=True)
+    (runs[0].out / "summary.json").write_text(json.dumps({"stop_reason": "target_reached"}))
+    check_unchanged(scenario, runs, folder)  # unchanged: resumes
+    scenario.config["replay"]["samples_per_insert"] = 2
+    with pytest.raises(
+        ConfigError, match="scenario tiny changed \\(config\\).*move that folder aside"
+    ):
+        check_unchanged(scenario, runs, folder)
+    recorded = json.loads((folder / "scenario.json").read_text())
+    assert recorded["config"]["replay"]["samples_per_insert"] == 1  # the record is kept
+
+
 def test_a_suite_runs_interleaved_and_an_interrupted_suite_continues(tmp_path: Path) -> None:
     scenario = {
         "description": "tiny",
@@ -152,3 +181,12 @@ def test_a_suite_runs_interleaved_and_an_interrupted_suite_continues(tmp_path: P
     ]
     assert (out / "tiny/runs/int8-s0.incomplete-1/metrics.jsonl").is_file()
     assert (out / "tiny/runs/int8-s0/summary.json").is_file()
+    # The scenario's file changes under its finished runs: refused in one sentence, nothing run.
+    scenario["train"]["max_env_steps"] = 1600
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(scenario))
+    third = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert third.returncode == 2
+    assert (
+        "scenario tiny changed (train)" in third.stderr and "move that folder aside" in third.stderr
+    )
+    assert json.loads((out / "suite.json").read_text()) == state

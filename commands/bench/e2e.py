@@ -154,6 +154,8 @@ def _main_suite(args: argparse.Namespace) -> int:
     command = " ".join(["actorq", "bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else ""
     try:
         state = run_suite(suite, seeds, out, args.first_seed, country, command)
+    except ConfigError as err:  # a scenario changed under its finished runs
+        return _refuse(err)
     except KeyboardInterrupt:
         print(
             f"\nactorq bench: interrupted; rerun the same command to continue ({out})",

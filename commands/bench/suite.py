@@ -14,7 +14,9 @@ train`` process writing OUT/SCENARIO/runs/PRECISION-sSEED/.
 Resumable: a run whose directory holds a summary.json that says how it ended
 is finished and never redone; a directory left by an interrupted run (no
 summary, or "interrupted") is moved aside to ``NAME.incomplete-K`` (nothing is
-deleted) and the run starts again. OUT/suite.json records the plan and every
+deleted) and the run starts again. A scenario whose file changed since its
+finished runs is refused (OUT/SCENARIO/scenario.json keeps the definition they
+ran with): resuming would mix two settings in one result. OUT/suite.json records the plan and every
 run's outcome. One progress line covers the whole suite. At the end each
 scenario gets its report (OUT/SCENARIO/report.md) and the suite its own
 (OUT/report.md, ``commands.report.suite``).
@@ -46,6 +48,7 @@ from commands.bench.scenario import (
 from commands.train.summary import METRICS_FILE, SUMMARY_FILE
 
 SUITE_FILE = "suite.json"
+DEFINITION_FILE = "scenario.json"  # OUT/SCENARIO/: the scenario as its runs ran it
 SUITE_KEYS = ("description", "seeds", "scenarios")
 
 
@@ -134,6 +137,34 @@ def finished(run_dir: Path) -> str | None:
     return str(reason) if reason and reason != "interrupted" else None
 
 
+def definition(scenario: Scenario) -> dict[str, Any]:
+    """What a scenario's runs depend on: its train flags, config and precisions."""
+    return {"train": scenario.train, "config": scenario.config, "precisions": scenario.precisions}
+
+
+def check_unchanged(scenario: Scenario, runs: list[RunSpec], folder: Path) -> None:
+    """ConfigError if ``scenario`` differs from the definition its finished runs in
+    ``folder`` ran with; records the definition when nothing says otherwise yet (a suite
+    from before this record, or a fresh one)."""
+    record = folder / DEFINITION_FILE
+    now = json.loads(json.dumps(definition(scenario)))  # as JSON reads it back
+    try:
+        before = json.loads(record.read_text())
+    except FileNotFoundError:
+        before = None
+    except ValueError as err:
+        raise ConfigError(f"{record} is not JSON ({err}); move it aside to resume") from err
+    if before is not None and before != now and any(finished(r.out) for r in runs):
+        changed = sorted(k for k in now if now.get(k) != before.get(k))
+        raise ConfigError(
+            f"scenario {scenario.name} changed ({', '.join(changed)}) since its finished runs "
+            f"in {folder} ran: move that folder aside to run it again as it is now, or "
+            f"restore {scenario.source or 'its file'} to continue"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(now, indent=2))
+
+
 def set_aside(run_dir: Path) -> Path | None:
     """Move an unfinished run's directory out of the way (never deleted); the new name."""
     if not run_dir.exists():
@@ -217,6 +248,9 @@ def run_suite(
         command=command,
         started_unix=time.time(),
     )
+    for scenario in suite.scenarios:  # every check before any run starts
+        mine = [run for s, run in planned if s is scenario]
+        check_unchanged(scenario, mine, out / scenario.name)
     for scenario in suite.scenarios:
         if scenario.config:
             (out / scenario.name).mkdir(parents=True, exist_ok=True)
