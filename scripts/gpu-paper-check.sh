@@ -15,7 +15,8 @@
 # seed whose two runs could not finish before D seconds after the script's start (default
 # 540, so the whole check fits in 10 minutes) is skipped and said so. It writes every summary,
 # and one comparison (gpu-paper-check.json: per seed and the median fp32/int8 time
-# ratio over the seeds where both reached the target), to OUT_DIR. Nothing is
+# ratio over the seeds where both reached the target), to OUT_DIR, and the run directories
+# without their models as OUT_DIR/run-dirs.tar.gz. Nothing is
 # downloaded: what the machine lacks must come from --wheelhouse (wheels for this
 # Python; see the check below), else the script names what is missing and exits 3.
 # codecarbon is optional (carbon: unavailable).
@@ -179,4 +180,15 @@ for name, run in runs.items():
           run["env_steps_to_target"], "env steps/s", run["observed_env_steps_per_s"],
           "learner steps/s", run["learner_steps_per_s"], "bound", (run["regime"] or {}).get("bound"))
 PY
+
+# 5. The run directories in one archive, for a device that returns only a few files:
+#    summaries, evaluations, metrics, configs and logs (models, checkpoints, replay
+#    journals and TensorBoard files left out; nothing is deleted).
+dirs=$(cd "$out" && ls -d s*-fp32 s*-int8 2>/dev/null)
+if [ -n "$dirs" ]; then
+  # shellcheck disable=SC2086  # the run directories' names have no spaces
+  (cd "$out" && tar czf run-dirs.tar.gz --exclude='policy' --exclude='checkpoints' \
+    --exclude='replay' --exclude='tb' $dirs) \
+    && log "run directories without models: $out/run-dirs.tar.gz" || status=1
+fi
 exit $status
