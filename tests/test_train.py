@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from redis_server import RedisServer
 
+from commands.bench.faults import service_pids
+
 ROOT = Path(__file__).resolve().parents[1]
 
 SUMMARY_KEYS = {
@@ -168,23 +170,6 @@ def test_int8_dqn_reaches_475_on_cartpole(
     assert summary["eval"]["fp32"] == twin["mean_return"]
 
 
-def _children_with_arg(parent: int, text: str) -> list[int]:
-    """The processes ``parent`` started whose command line holds ``text`` (a service's own
-    short-lived fork carries its command line too, but has the service as its parent)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == parent and text in cmdline:
-                pids.append(int(entry.name))
-    return pids
-
-
 def test_services_go_away_when_the_launcher_is_killed(tmp_path: Path) -> None:
     """SIGKILL leaves the launcher no chance to clean up: the death signal must."""
     out = tmp_path / "run"
@@ -193,11 +178,9 @@ def test_services_go_away_when_the_launcher_is_killed(tmp_path: Path) -> None:
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            services = _children_with_arg(proc.pid, str(out / "config.yaml"))
-            if len(services) >= 5:
-                break
+        while time.monotonic() < deadline and len(service_pids(out / "config.yaml")) < 5:
             time.sleep(0.5)
+        services = [pid for pid, _ in service_pids(out / "config.yaml").values()]
         assert len(services) == 5
     finally:
         # Killed whatever the assertion says: a run with no env-step budget never ends.

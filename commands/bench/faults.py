@@ -47,22 +47,28 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def service_pids(config: Path) -> dict[str, tuple[int, int]]:
     """label -> (pid, port) of the live service processes of the run whose config.yaml is
-    ``config``, read from /proc (Linux)."""
-    found = {}
+    ``config``, read from /proc (Linux). A service's own short-lived fork carries its
+    command line too; it is told apart by its parent, the service."""
+    found: dict[str, tuple[int, int]] = {}
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if str(config) not in argv or "serve" not in argv or state == "Z":
+        if str(config) not in argv or "serve" not in argv or stat[0] == "Z":
             continue
         name = argv[argv.index("serve") + 1]
         if name == "actor":
             name = f"actor-{argv[argv.index('--actor-index') + 1]}"
-        found[name] = (int(entry.name), int(argv[argv.index("--port") + 1]))
+        pid = int(entry.name)
+        parents[pid] = int(stat[1])
+        if name in found and parents[pid] == found[name][0]:
+            continue  # the service's fork: keep the service
+        found[name] = (pid, int(argv[argv.index("--port") + 1]))
     return found
 
 

@@ -45,6 +45,7 @@ from commands.bench.scenario import (
     shipped_names,
     train_command,
 )
+from commands.train.policy import write_atomic
 from commands.train.summary import METRICS_FILE, SUMMARY_FILE
 
 SUITE_FILE = "suite.json"
@@ -162,7 +163,7 @@ def check_unchanged(scenario: Scenario, runs: list[RunSpec], folder: Path) -> No
             f"restore {scenario.source or 'its file'} to continue"
         )
     folder.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(now, indent=2))
+    write_atomic(record, json.dumps(now, indent=2).encode())
 
 
 def set_aside(run_dir: Path) -> Path | None:
@@ -311,6 +312,4 @@ def _run_one(
 
 
 def _write(out: Path, state: SuiteState) -> None:
-    tmp = out / f".{SUITE_FILE}.tmp"
-    tmp.write_text(json.dumps(asdict(state), indent=2))
-    tmp.replace(out / SUITE_FILE)
+    write_atomic(out / SUITE_FILE, json.dumps(asdict(state), indent=2).encode())

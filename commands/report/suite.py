@@ -109,17 +109,15 @@ def _interval(values_a: list[float], values_b: list[float]) -> dict[str, Any] | 
     return interval.as_dict() if interval else None
 
 
-def _time(run: Run, side: str) -> float:
-    s = run.summary
-    return time_to_target(s.reached_target, s.time_to_target_s, s.wall_s, side)
-
-
-def _time_to_eval_start(run: Run, side: str) -> float:
-    """``_time`` counted to the start of the evaluation that reached the target: without
-    that evaluation's own length, which is longer for an fp32 policy of the same size."""
+def _time(run: Run, side: str, at_eval_start: bool = False) -> float:
+    """The run's time to target for a ratio (``stats.time_to_target``); ``at_eval_start``:
+    counted to the start of the evaluation that reached it, without that evaluation's own
+    length, which is longer for an fp32 policy of the same size."""
     s, hit = run.summary, run.summary.eval_detail.target_eval
-    began = hit.t_s - hit.duration_s if s.reached_target and hit is not None else None
-    return time_to_target(s.reached_target, began, s.wall_s, side)
+    time_s = s.time_to_target_s
+    if at_eval_start:
+        time_s = hit.t_s - hit.duration_s if s.reached_target and hit is not None else None
+    return time_to_target(s.reached_target, time_s, s.wall_s, side)
 
 
 def scenario_figures(name: str, runs: Sequence[Run]) -> dict[str, Any]:
@@ -127,7 +125,7 @@ def scenario_figures(name: str, runs: Sequence[Run]) -> dict[str, Any]:
     by: dict[str, list[Run]] = {p: [r for r in runs if r.precision == p] for p in PRECISIONS}
     fp32, int8 = by["fp32"], by["int8"]
     times = {p: [_time(r, p) for r in by[p]] for p in PRECISIONS}
-    began = {p: [_time_to_eval_start(r, p) for r in by[p]] for p in PRECISIONS}
+    began = {p: [_time(r, p, at_eval_start=True) for r in by[p]] for p in PRECISIONS}
     finals = {p: [v for r in by[p] if (v := final_int8_return(r)) is not None] for p in PRECISIONS}
     co2 = {p: [r.summary.emissions_kg for r in by[p]] for p in PRECISIONS}
     energy = {p: [r.summary.energy_kwh for r in by[p]] for p in PRECISIONS}
