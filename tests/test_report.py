@@ -271,3 +271,29 @@ def test_ratios_are_fp32_over_int8_of_the_medians_over_seeds(tmp_path: Path) -> 
         ("int8", 1),
         ("int8", 2),
     ]
+
+
+def test_the_time_ratio_has_a_bootstrap_interval_and_a_missed_int8_run_counts_against_int8(
+    tmp_path: Path,
+) -> None:
+    runs = [
+        report.Run(tmp_path / "a", _summary("fp32", 0, 30.0, 3.0, 100.0)),
+        report.Run(tmp_path / "b", _summary("int8", 0, 10.0, 1.0, 300.0)),
+        report.Run(tmp_path / "c", _summary("fp32", 1, 50.0, 5.0, 100.0)),
+        report.Run(tmp_path / "d", _summary("int8", 1, 30.0, 3.0, 500.0)),
+        report.Run(tmp_path / "e", _summary("int8", 2, None, 9.0, 400.0)),
+    ]
+    agg = report.aggregate(runs)
+    interval = agg["time_ratio_interval"]
+    # int8's missed run counts as never: its median is 30 (10, 30, inf), not 20.
+    assert interval["point"] == pytest.approx(40.0 / 30.0)
+    assert interval["low"] <= interval["point"] <= interval["high"]
+    assert (interval["n_a"], interval["n_b"]) == (2, 3)
+    _, rows = report.table_rows(agg)
+    time_row = next(r for r in rows if r[0].startswith("time to target"))
+    assert time_row[-1] == (f"1.33x [{interval['low']:.2f}-{interval['high']:.2f}]")
+
+
+def test_one_precision_alone_has_no_time_ratio_interval(tmp_path: Path) -> None:
+    runs = [report.Run(tmp_path / "a", _summary("int8", 0, 10.0, 1.0, 300.0))]
+    assert report.aggregate(runs)["time_ratio_interval"] is None

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from actorq.network import PRECISIONS
+from commands.bench.stats import ratio_of_medians, time_to_target
 from commands.train.summary import SUMMARY_FILE, EvalRecord, RunSummary, read_evals
 
 BREAKDOWN_STEP = ("env", "inference", "send", "other")
@@ -236,6 +237,32 @@ def ratios(by_precision: Mapping[str, Mapping[str, Any]]) -> dict[str, float | N
     return out
 
 
+def run_time(run: Run, side: str, at_eval_start: bool = False) -> float:
+    """The run's time to target for a fp32/int8 ratio (``stats.time_to_target``: a run that
+    missed the target never counts in int8's favour); ``at_eval_start``: counted to the start
+    of the evaluation that reached it, without that evaluation's own length, which is longer
+    for an fp32 policy of the same size."""
+    s, hit = run.summary, run.summary.eval_detail.target_eval
+    time_s = s.time_to_target_s
+    if at_eval_start:
+        time_s = hit.t_s - hit.duration_s if s.reached_target and hit is not None else None
+    return time_to_target(s.reached_target, time_s, s.wall_s, side)
+
+
+def time_ratio_interval(
+    fp32: Sequence[Run], int8: Sequence[Run], at_eval_start: bool = False
+) -> dict[str, Any] | None:
+    """fp32/int8 time to target over seeds: the ratio of medians with its percentile
+    bootstrap 95% interval (``stats.ratio_of_medians``); None unless both sides have runs."""
+    if not fp32 or not int8:
+        return None
+    interval = ratio_of_medians(
+        [run_time(r, "fp32", at_eval_start) for r in fp32],
+        [run_time(r, "int8", at_eval_start) for r in int8],
+    )
+    return interval.as_dict() if interval else None
+
+
 def aggregate(runs: Sequence[Run]) -> dict[str, Any]:
     """Everything report.json holds: per precision, ratios, per run."""
     groups: dict[str, list[Run]] = {}
@@ -246,6 +273,7 @@ def aggregate(runs: Sequence[Run]) -> dict[str, Any]:
     return {
         "precisions": by_precision,
         "ratios": ratios(by_precision),
+        "time_ratio_interval": time_ratio_interval(groups.get("fp32", []), groups.get("int8", [])),
         "runs": [run_row(r) for p in order for r in sorted(groups[p], key=lambda r: r.seed)],
     }
 

@@ -28,8 +28,8 @@ from typing import Any
 
 from actorq.network import PRECISIONS
 from commands import machine
-from commands.bench.stats import Interval, equivalent, ratio_of_medians, time_to_target
-from commands.report.data import ReportError, Run, find_runs
+from commands.bench.stats import Interval, equivalent, ratio_of_medians
+from commands.report.data import ReportError, Run, find_runs, time_ratio_interval
 from commands.report.suite_plots import plot_curves, plot_ratios
 
 SUITE_FILE = "suite.json"
@@ -109,23 +109,10 @@ def _interval(values_a: list[float], values_b: list[float]) -> dict[str, Any] | 
     return interval.as_dict() if interval else None
 
 
-def _time(run: Run, side: str, at_eval_start: bool = False) -> float:
-    """The run's time to target for a ratio (``stats.time_to_target``); ``at_eval_start``:
-    counted to the start of the evaluation that reached it, without that evaluation's own
-    length, which is longer for an fp32 policy of the same size."""
-    s, hit = run.summary, run.summary.eval_detail.target_eval
-    time_s = s.time_to_target_s
-    if at_eval_start:
-        time_s = hit.t_s - hit.duration_s if s.reached_target and hit is not None else None
-    return time_to_target(s.reached_target, time_s, s.wall_s, side)
-
-
 def scenario_figures(name: str, runs: Sequence[Run]) -> dict[str, Any]:
     """Everything the suite report says about one scenario."""
     by: dict[str, list[Run]] = {p: [r for r in runs if r.precision == p] for p in PRECISIONS}
     fp32, int8 = by["fp32"], by["int8"]
-    times = {p: [_time(r, p) for r in by[p]] for p in PRECISIONS}
-    began = {p: [_time(r, p, at_eval_start=True) for r in by[p]] for p in PRECISIONS}
     finals = {p: [v for r in by[p] if (v := final_int8_return(r)) is not None] for p in PRECISIONS}
     co2 = {p: [r.summary.emissions_kg for r in by[p]] for p in PRECISIONS}
     energy = {p: [r.summary.energy_kwh for r in by[p]] for p in PRECISIONS}
@@ -138,8 +125,8 @@ def scenario_figures(name: str, runs: Sequence[Run]) -> dict[str, Any]:
         "algo": first.algo if first else "",
         "target_return": first.target_return if first else None,
         "precisions": {p: precision_figures(by[p]) for p in PRECISIONS if by[p]},
-        "time_ratio": _interval(times["fp32"], times["int8"]) if fp32 and int8 else None,
-        "time_ratio_eval_start": _interval(began["fp32"], began["int8"]) if fp32 and int8 else None,
+        "time_ratio": time_ratio_interval(by["fp32"], by["int8"]),
+        "time_ratio_eval_start": time_ratio_interval(by["fp32"], by["int8"], at_eval_start=True),
         "co2_ratio": _interval(
             [float(v) for v in co2["fp32"] if v is not None],
             [float(v) for v in co2["int8"] if v is not None],
