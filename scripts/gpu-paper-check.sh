@@ -115,12 +115,20 @@ fi
 # Evaluations every 2 s: the first run of this check (docs/results/gpu-check/, 10 s) timed
 # targets of 18-44 s no finer than its evaluations came (int8 seed 0's second evaluation,
 # at 19 s, already scored 420).
+# Uniform sampling at samples_per_insert 0.25, as commands/scenarios/paper-cartpole-dqn.yaml:
+# both precisions actor-bound (a CUDA learner made 150-250 updates/s there; int8 actors at
+# ~15k env steps/s need ~60 at 0.25). The two GPU checks ran at 0.5 with prioritized
+# replay: their int8 runs were learner-bound and needed ~1.7x the updates of fp32's
+# (docs/results/gpu-check-2/); on 2 CPUs, with both precisions actor-bound and uniform
+# sampling, int8 and fp32 runs needed about the same env steps (0.90x, six seeds,
+# docs/results/paper-suite-intel/).
 cat > "$out/config.yaml" <<'YAML'
 train:
   eval_every_s: 2.0
 replay:
-  samples_per_insert: 0.5
-  error_buffer: 4000
+  samples_per_insert: 0.25
+  sampler: uniform
+  error_buffer: 2000
   min_size_to_sample: 2000
 learner:
   publish_every_steps: 25
