@@ -241,15 +241,19 @@ def _summary(
     }
 
 
-def test_ratios_are_fp32_over_int8_of_the_medians_over_seeds(tmp_path: Path) -> None:
-    runs = [
+def _two_fp32_three_int8_one_missed(tmp_path: Path) -> list[report.Run]:
+    """fp32 seeds 0-1 at 30 and 50 s; int8 seeds 0-2 at 10 s, 30 s and missed."""
+    return [
         report.Run(tmp_path / "a", _summary("fp32", 0, 30.0, 3.0, 100.0)),
         report.Run(tmp_path / "b", _summary("int8", 0, 10.0, 1.0, 300.0)),
         report.Run(tmp_path / "c", _summary("fp32", 1, 50.0, 5.0, 100.0)),
         report.Run(tmp_path / "d", _summary("int8", 1, 30.0, 3.0, 500.0)),
         report.Run(tmp_path / "e", _summary("int8", 2, None, 9.0, 400.0)),
     ]
-    agg = report.aggregate(runs)
+
+
+def test_ratios_are_fp32_over_int8_of_the_medians_over_seeds(tmp_path: Path) -> None:
+    agg = report.aggregate(_two_fp32_three_int8_one_missed(tmp_path))
     int8 = agg["precisions"]["int8"]
     assert int8["reached"] == 2
     # Time to target: over the runs that reached it (int8 median of 10 and 30).
@@ -276,14 +280,7 @@ def test_ratios_are_fp32_over_int8_of_the_medians_over_seeds(tmp_path: Path) -> 
 def test_the_time_ratio_has_a_bootstrap_interval_and_a_missed_int8_run_counts_against_int8(
     tmp_path: Path,
 ) -> None:
-    runs = [
-        report.Run(tmp_path / "a", _summary("fp32", 0, 30.0, 3.0, 100.0)),
-        report.Run(tmp_path / "b", _summary("int8", 0, 10.0, 1.0, 300.0)),
-        report.Run(tmp_path / "c", _summary("fp32", 1, 50.0, 5.0, 100.0)),
-        report.Run(tmp_path / "d", _summary("int8", 1, 30.0, 3.0, 500.0)),
-        report.Run(tmp_path / "e", _summary("int8", 2, None, 9.0, 400.0)),
-    ]
-    agg = report.aggregate(runs)
+    agg = report.aggregate(_two_fp32_three_int8_one_missed(tmp_path))
     interval = agg["time_ratio_interval"]
     # int8's missed run counts as never: its median is 30 (10, 30, inf), not 20.
     assert interval["point"] == pytest.approx(40.0 / 30.0)
