@@ -65,7 +65,7 @@ def table_rows(agg: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         row(
             "time to target s, median [min-max]",
             lambda a: _spread(a["time_to_target_s"]),
-            _x_interval(agg.get("time_ratio_interval")) or _x(vs.get("time_to_target")),
+            _x_interval(agg.get("time_ratio_interval")),
         ),
         row(
             "env steps to target",
