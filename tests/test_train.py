@@ -178,9 +178,9 @@ def test_services_go_away_when_the_launcher_is_killed(tmp_path: Path) -> None:
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(service_pids(out / "config.yaml")) < 5:
+        while len(found := service_pids(out / "config.yaml")) < 5 and time.monotonic() < deadline:
             time.sleep(0.5)
-        services = [pid for pid, _ in service_pids(out / "config.yaml").values()]
+        services = [pid for pid, _ in found.values()]
         assert len(services) == 5
     finally:
         # Killed whatever the assertion says: a run with no env-step budget never ends.

@@ -50,7 +50,6 @@ def service_pids(config: Path) -> dict[str, tuple[int, int]]:
     ``config``, read from /proc (Linux). A service's own short-lived fork carries its
     command line too; it is told apart by its parent, the service."""
     found: dict[str, tuple[int, int]] = {}
-    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -64,11 +63,9 @@ def service_pids(config: Path) -> dict[str, tuple[int, int]]:
         name = argv[argv.index("serve") + 1]
         if name == "actor":
             name = f"actor-{argv[argv.index('--actor-index') + 1]}"
-        pid = int(entry.name)
-        parents[pid] = int(stat[1])
-        if name in found and parents[pid] == found[name][0]:
+        if name in found and int(stat[1]) == found[name][0]:
             continue  # the service's fork: keep the service
-        found[name] = (pid, int(argv[argv.index("--port") + 1]))
+        found[name] = (int(entry.name), int(argv[argv.index("--port") + 1]))
     return found
 
 

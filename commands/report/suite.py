@@ -28,8 +28,14 @@ from typing import Any
 
 from actorq.network import PRECISIONS
 from commands import machine
-from commands.bench.stats import Interval, equivalent, ratio_of_medians
-from commands.report.data import ReportError, Run, find_runs, time_ratio_interval
+from commands.bench.stats import equivalent
+from commands.report.data import (
+    ReportError,
+    Run,
+    find_runs,
+    ratio_interval,
+    time_ratio_interval,
+)
 from commands.report.suite_plots import plot_curves, plot_ratios
 
 SUITE_FILE = "suite.json"
@@ -48,10 +54,7 @@ def _range(values: Sequence[float | None]) -> list[float] | None:
 
 def _median_interval(values: Sequence[float]) -> dict[str, Any] | None:
     """The median of values with its bootstrap 95% interval (as a ratio to 1.0)."""
-    if not values:
-        return None
-    interval = ratio_of_medians(values, [1.0])
-    return interval.as_dict() if interval else None
+    return ratio_interval(values, [1.0])
 
 
 def final_int8_return(run: Run) -> float | None:
@@ -104,11 +107,6 @@ def precision_figures(runs: Sequence[Run]) -> dict[str, Any]:
     }
 
 
-def _interval(values_a: list[float], values_b: list[float]) -> dict[str, Any] | None:
-    interval: Interval | None = ratio_of_medians(values_a, values_b)
-    return interval.as_dict() if interval else None
-
-
 def scenario_figures(name: str, runs: Sequence[Run]) -> dict[str, Any]:
     """Everything the suite report says about one scenario."""
     by: dict[str, list[Run]] = {p: [r for r in runs if r.precision == p] for p in PRECISIONS}
@@ -127,13 +125,13 @@ def scenario_figures(name: str, runs: Sequence[Run]) -> dict[str, Any]:
         "precisions": {p: precision_figures(by[p]) for p in PRECISIONS if by[p]},
         "time_ratio": time_ratio_interval(by["fp32"], by["int8"]),
         "time_ratio_eval_start": time_ratio_interval(by["fp32"], by["int8"], at_eval_start=True),
-        "co2_ratio": _interval(
+        "co2_ratio": ratio_interval(
             [float(v) for v in co2["fp32"] if v is not None],
             [float(v) for v in co2["int8"] if v is not None],
         )
         if measured
         else None,
-        "energy_ratio": _interval(
+        "energy_ratio": ratio_interval(
             [float(v) for v in energy["fp32"] if v is not None],
             [float(v) for v in energy["int8"] if v is not None],
         )
