@@ -51,3 +51,21 @@ def test_actor_bench_times_every_variant_and_records_the_machine(tmp_path: Path)
     assert model["bytes"]["ort_int8"] < model["bytes"]["ort_fp32"]
     assert set(model["accuracy"]) == {"ort_int8", "torch_int8"}
     assert "ort fp32/int8" in res.stdout and "torch int8/ort int8" in res.stdout
+
+
+def test_actor_bench_refuses_a_continuous_action_env_in_one_sentence(tmp_path: Path) -> None:
+    out = tmp_path / "bench-actor.json"
+    res = subprocess.run(
+        [
+            *(sys.executable, "-m", "commands.cli", "bench", "actor"),
+            *("--env", "Pendulum-v1", "--widths", "64", "--out", str(out)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 1, res.stderr
+    assert "Pendulum-v1 has continuous actions" in res.stderr
+    assert "CartPole-v1" in res.stderr and "Traceback" not in res.stderr
+    assert not out.exists()

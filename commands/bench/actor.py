@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from actorq.envs import flat_obs, make_env
+from actorq.envs import env_info, flat_obs, make_env
 from actorq.v1 import common_pb2
 from commands.machine import describe, machine_info
 from services.actor.policy import OnnxPolicy
@@ -217,8 +217,13 @@ def run(
 ) -> dict[str, Any]:
     """Build and time every variant; returns the JSON-able result."""
     torch = _torch() if torch_enabled else None
-    env, info = make_env(env_id)
-    env.close()
+    info = env_info(env_id)
+    if info.continuous:
+        raise ValueError(
+            f"{env_id} has continuous actions and this benchmark times DQN networks "
+            "(discrete actions): give a discrete env such as CartPole-v1 (a D4PG policy of "
+            "the same widths multiplies the same matrices)"
+        )
     quant = QuantizerConfig()
     method = quant.int8_method
     result: dict[str, Any] = {
@@ -336,15 +341,18 @@ def main(argv: Sequence[str]) -> int:
     args = p.parse_args(list(argv))
     if args.block < 2 or args.rounds < 1:
         p.error(f"--block must be >= 2 and --rounds >= 1, got {args.block} and {args.rounds}")
-    result = run(
-        _ints(args.widths, "--widths"),
-        _ints(args.batches, "--batches"),
-        args.env,
-        args.rounds,
-        args.block,
-        step=not args.no_step,
-        torch_enabled=not args.no_torch,
-    )
+    try:
+        result = run(
+            _ints(args.widths, "--widths"),
+            _ints(args.batches, "--batches"),
+            args.env,
+            args.rounds,
+            args.block,
+            step=not args.no_step,
+            torch_enabled=not args.no_torch,
+        )
+    except ValueError as err:
+        raise SystemExit(f"actorq bench actor: {err}") from None
     print(table(result))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
