@@ -11,30 +11,22 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"ort_fp32", "ort_int8", "torch_fp32", "torch_int8"}
 
 
-def test_actor_bench_times_every_variant_and_records_the_machine(tmp_path: Path) -> None:
-    out = tmp_path / "bench-actor.json"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "commands.cli",
-            "bench",
-            "actor",
-            "--widths",
-            "64",
-            "--batches",
-            "1,16",
-            "--rounds",
-            "2",
-            "--block",
-            "3",
-            "--out",
-            str(out),
-        ],
+def bench_actor(*args: str) -> subprocess.CompletedProcess[str]:
+    """`actorq bench actor ARGS` in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "commands.cli", "bench", "actor", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
+    )
+
+
+def test_actor_bench_times_every_variant_and_records_the_machine(tmp_path: Path) -> None:
+    out = tmp_path / "bench-actor.json"
+    res = bench_actor(
+        *("--widths", "64", "--batches", "1,16", "--rounds", "2", "--block", "3"),
+        *("--out", str(out)),
     )
     assert res.returncode == 0, res.stderr
     result = json.loads(out.read_text())
@@ -55,16 +47,7 @@ def test_actor_bench_times_every_variant_and_records_the_machine(tmp_path: Path)
 
 def test_actor_bench_refuses_a_continuous_action_env_in_one_sentence(tmp_path: Path) -> None:
     out = tmp_path / "bench-actor.json"
-    res = subprocess.run(
-        [
-            *(sys.executable, "-m", "commands.cli", "bench", "actor"),
-            *("--env", "Pendulum-v1", "--widths", "64", "--out", str(out)),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    res = bench_actor("--env", "Pendulum-v1", "--widths", "64", "--out", str(out))
     assert res.returncode == 1, res.stderr
     assert "Pendulum-v1 has continuous actions" in res.stderr
     assert "CartPole-v1" in res.stderr and "Traceback" not in res.stderr
