@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from actorq.config import ConfigError
 from actorq.envs import env_info, flat_obs, make_env
 from actorq.v1 import common_pb2
 from commands.machine import describe, machine_info
@@ -219,7 +220,7 @@ def run(
     torch = _torch() if torch_enabled else None
     info = env_info(env_id)
     if info.continuous:
-        raise ValueError(
+        raise ConfigError(
             f"{env_id} has continuous actions and this benchmark times DQN networks "
             "(discrete actions): give a discrete env such as CartPole-v1 (a D4PG policy of "
             "the same widths multiplies the same matrices)"
@@ -351,7 +352,7 @@ def main(argv: Sequence[str]) -> int:
             step=not args.no_step,
             torch_enabled=not args.no_torch,
         )
-    except ValueError as err:
+    except ConfigError as err:  # the env: unknown, or with continuous actions
         raise SystemExit(f"actorq bench actor: {err}") from None
     print(table(result))
     out = Path(args.out)

@@ -274,8 +274,9 @@ def aggregate(runs: Sequence[Run]) -> dict[str, Any]:
     order = [p for p in PRECISIONS if p in groups] + sorted(set(groups) - set(PRECISIONS))
     by_precision = {p: aggregate_precision(groups[p]) for p in order}
     interval = time_ratio_interval(groups.get("fp32", []), groups.get("int8", []))
-    # Not the medians over reached runs alone, which int8's misses would flatter.
-    vs = {"time_to_target": interval["point"], **ratios(by_precision)} if interval else {}
+    vs = ratios(by_precision)
+    if interval:  # not the medians over reached runs alone, which int8's misses would flatter
+        vs = {"time_to_target": interval["point"], **vs}
     return {
         "precisions": by_precision,
         "ratios": vs,
